@@ -1,0 +1,1 @@
+"""Ecstatic: a self-hostable static-site host with privacy-friendly analytics."""

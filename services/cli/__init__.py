@@ -1,0 +1,1 @@
+"""The ecstatic command line."""

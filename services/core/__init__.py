@@ -1,0 +1,1 @@
+"""Shared parts every room imports; this package imports no room."""

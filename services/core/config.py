@@ -1,0 +1,209 @@
+"""Configuration: the only module that reads ``os.environ``.
+
+Every knob is an ``ECSTATIC_*`` variable with a validated default. ``Config.from_env``
+collects every problem before failing, so a bad deployment shows all its mistakes at once.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = ["Config", "ConfigError", "PORT_DEFAULTS"]
+
+# Defaults chosen to stay clear of the ports Debian's own caddy (80, 2019) and
+# prometheus (9090) services take when their packages are installed.
+PORT_DEFAULTS = {
+    "http": 8080,
+    "api": 8101,
+    "git": 8102,
+    "query": 8103,
+    "intake": 8104,
+    "intake_syslog": 8514,
+    "prometheus": 9190,
+    "caddy_admin": 2119,
+}
+
+_HOSTNAME = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$")
+
+
+class ConfigError(ValueError):
+    """One or more configuration values are invalid."""
+
+
+@dataclass(frozen=True)
+class Config:
+    """Process-wide configuration, built once from the environment."""
+
+    home: Path
+    ports: Mapping[str, int]
+    clickhouse_url: str
+    api_url: str
+    public_url: str
+    sites_domain: str
+    site_scheme: str
+    log_level: str
+    threads: int
+    intake_batch_rows: int
+    intake_flush_seconds: float
+    intake_syslog_host: str
+    max_deploy_bytes: int
+    max_deploy_files: int
+    auth_cache_seconds: float
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+    # -- derived locations: every piece of state lives under ``home`` --
+    @property
+    def run_dir(self) -> Path:
+        """Generated config files, pid files and sockets."""
+        return self.home / "run"
+
+    @property
+    def log_dir(self) -> Path:
+        """Process logs and Caddy's access log."""
+        return self.home / "logs"
+
+    @property
+    def access_log(self) -> Path:
+        """Caddy's JSON access log, followed by the intake."""
+        return self.log_dir / "access.log"
+
+    @property
+    def cdn_root(self) -> Path:
+        """Root of the local CDN: releases and the live switch per hostname."""
+        return self.home / "cdn"
+
+    @property
+    def api_db(self) -> Path:
+        """The api's metadata store (SQLite)."""
+        return self.home / "api" / "ecstatic.sqlite3"
+
+    @property
+    def git_root(self) -> Path:
+        """Bare repositories, one per site."""
+        return self.home / "git"
+
+    @property
+    def intake_state_dir(self) -> Path:
+        """Offsets and caches the intake keeps across restarts."""
+        return self.home / "intake"
+
+    def port(self, name: str) -> int:
+        """The port of a named listener (see ``PORT_DEFAULTS``)."""
+        return self.ports[name]
+
+    def site_hostname(self, site_name: str) -> str:
+        """The hostname a site is served on."""
+        return f"{site_name}.{self.sites_domain}"
+
+    def site_url(self, site_name: str) -> str:
+        """The URL visitors open for a site."""
+        port = self.ports["http"]
+        default = {"http": 80, "https": 443}[self.site_scheme]
+        suffix = "" if port == default else f":{port}"
+        return f"{self.site_scheme}://{self.site_hostname(site_name)}{suffix}/"
+
+    def git_url(self, site_id: str) -> str:
+        """The HTTP remote a site's source is pushed to."""
+        return f"{self.public_url}/git/{site_id}.git"
+
+    def environ(self) -> dict[str, str]:
+        """This config as environment variables, for child processes and Caddy."""
+        env = {
+            "ECSTATIC_HOME": str(self.home),
+            "ECSTATIC_CLICKHOUSE_URL": self.clickhouse_url,
+            "ECSTATIC_API_URL": self.api_url,
+            "ECSTATIC_PUBLIC_URL": self.public_url,
+            "ECSTATIC_SITES_DOMAIN": self.sites_domain,
+            "ECSTATIC_SITE_SCHEME": self.site_scheme,
+            "ECSTATIC_LOG_LEVEL": self.log_level,
+            "ECSTATIC_THREADS": str(self.threads),
+            "ECSTATIC_ACCESS_LOG": str(self.access_log),
+        }
+        for name, value in self.ports.items():
+            env[f"ECSTATIC_{name.upper()}_PORT"] = str(value)
+        env.update(self.extra)
+        return env
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Config:
+        """Build and validate the config from environment variables.
+
+        Raises:
+            ConfigError: listing every invalid value.
+        """
+        env = os.environ if environ is None else environ
+        errors: list[str] = []
+
+        def integer(name: str, default: int, low: int, high: int) -> int:
+            raw = env.get(name, "")
+            if raw == "":
+                return default
+            try:
+                value = int(raw)
+            except ValueError:
+                errors.append(f"{name}={raw!r} is not an integer")
+                return default
+            if not low <= value <= high:
+                errors.append(f"{name}={value} is outside {low}..{high}")
+            return value
+
+        def number(name: str, default: float, low: float, high: float) -> float:
+            raw = env.get(name, "")
+            if raw == "":
+                return default
+            try:
+                value = float(raw)
+            except ValueError:
+                errors.append(f"{name}={raw!r} is not a number")
+                return default
+            if not low <= value <= high:
+                errors.append(f"{name}={value} is outside {low}..{high}")
+            return value
+
+        home = Path(env.get("ECSTATIC_HOME") or "./var").expanduser().resolve()
+        ports = {
+            name: integer(f"ECSTATIC_{name.upper()}_PORT", default, 1, 65535)
+            for name, default in PORT_DEFAULTS.items()
+        }
+        if len(set(ports.values())) != len(ports):
+            errors.append(f"ports must be distinct: {ports}")
+
+        sites_domain = env.get("ECSTATIC_SITES_DOMAIN") or "localhost"
+        if not _HOSTNAME.match(sites_domain):
+            errors.append(f"ECSTATIC_SITES_DOMAIN={sites_domain!r} is not a hostname")
+        site_scheme = env.get("ECSTATIC_SITE_SCHEME") or "http"
+        if site_scheme not in ("http", "https"):
+            errors.append(f"ECSTATIC_SITE_SCHEME={site_scheme!r} must be http or https")
+
+        clickhouse_url = env.get("ECSTATIC_CLICKHOUSE_URL") or f"chdb://{home / 'clickhouse'}"
+        if not clickhouse_url.startswith(("chdb://", "http://", "https://")):
+            errors.append(f"ECSTATIC_CLICKHOUSE_URL={clickhouse_url!r} must be chdb://, http:// or https://")
+
+        log_level = (env.get("ECSTATIC_LOG_LEVEL") or "INFO").upper()
+        if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            errors.append(f"ECSTATIC_LOG_LEVEL={log_level!r} is not a log level")
+
+        config = cls(
+            home=home,
+            ports=ports,
+            clickhouse_url=clickhouse_url,
+            api_url=(env.get("ECSTATIC_API_URL") or f"http://127.0.0.1:{ports['api']}").rstrip("/"),
+            public_url=(env.get("ECSTATIC_PUBLIC_URL") or f"http://localhost:{ports['http']}").rstrip("/"),
+            sites_domain=sites_domain,
+            site_scheme=site_scheme,
+            log_level=log_level,
+            threads=integer("ECSTATIC_THREADS", 8, 1, 256),
+            intake_batch_rows=integer("ECSTATIC_INTAKE_BATCH_ROWS", 5000, 1, 1_000_000),
+            intake_flush_seconds=number("ECSTATIC_INTAKE_FLUSH_SECONDS", 1.0, 0.05, 300),
+            intake_syslog_host=env.get("ECSTATIC_INTAKE_SYSLOG_HOST") or "127.0.0.1",
+            max_deploy_bytes=integer("ECSTATIC_MAX_DEPLOY_BYTES", 512 * 2**20, 1, 2**40),
+            max_deploy_files=integer("ECSTATIC_MAX_DEPLOY_FILES", 50_000, 1, 10_000_000),
+            auth_cache_seconds=number("ECSTATIC_AUTH_CACHE_SECONDS", 5.0, 0, 3600),
+        )
+        if errors:
+            raise ConfigError("invalid configuration:\n  " + "\n  ".join(errors))
+        return config

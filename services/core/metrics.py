@@ -1,0 +1,124 @@
+"""Every metric Ecstatic exports, named here, built per room on a process registry.
+
+Names follow ``ecstatic_<room>_<what>_<unit>``; counters get ``_total`` from the client
+library. Labels stay low-cardinality: route templates, never raw paths or site ids.
+A process builds only the groups of the rooms it runs, so ``/metrics`` shows what is there.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
+from prometheus_client.gc_collector import GCCollector
+from prometheus_client.platform_collector import PlatformCollector
+from prometheus_client.process_collector import ProcessCollector
+
+__all__ = ["new_registry", "HttpMetrics", "IntakeMetrics", "GitMetrics", "make_metrics_app"]
+
+
+def new_registry() -> CollectorRegistry:
+    """A registry with the standard process, platform and GC collectors."""
+    registry = CollectorRegistry()
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    GCCollector(registry=registry)
+    return registry
+
+
+class HttpMetrics:
+    """Requests served by the WSGI rooms, by route template and status."""
+
+    def __init__(self, registry: CollectorRegistry):
+        self.requests = Counter(
+            "ecstatic_http_requests",
+            "HTTP requests served, by room, route template, method and status code.",
+            ["service", "route", "method", "status"],
+            registry=registry,
+        )
+        self.duration = Histogram(
+            "ecstatic_http_request_duration_seconds",
+            "Time to answer an HTTP request, by room and route template.",
+            ["service", "route", "method"],
+            registry=registry,
+        )
+
+    def observe(self, service: str, route: str, method: str, status: int, seconds: float) -> None:
+        """Record one answered request."""
+        self.requests.labels(service, route, method, str(status)).inc()
+        self.duration.labels(service, route, method).observe(seconds)
+
+
+class IntakeMetrics:
+    """Access-log lines through the intake: received, rejected, stored."""
+
+    def __init__(self, registry: CollectorRegistry):
+        self.lines_received = Counter(
+            "ecstatic_intake_lines_received",
+            "Access-log lines read, by source (caddy file, syslog).",
+            ["source"],
+            registry=registry,
+        )
+        self.lines_invalid = Counter(
+            "ecstatic_intake_lines_invalid",
+            "Lines skipped as malformed or unusable, by source and reason.",
+            ["source", "reason"],
+            registry=registry,
+        )
+        self.rows_inserted = Counter(
+            "ecstatic_intake_rows_inserted",
+            "Rows written to ClickHouse.",
+            registry=registry,
+        )
+        self.insert_failures = Counter(
+            "ecstatic_intake_insert_failures",
+            "Batch inserts that failed and will be retried.",
+            registry=registry,
+        )
+        self.insert_duration = Histogram(
+            "ecstatic_intake_insert_duration_seconds",
+            "Time to insert one batch into ClickHouse.",
+            registry=registry,
+        )
+        self.buffered_rows = Gauge(
+            "ecstatic_intake_buffered_rows",
+            "Rows parsed and waiting for the next insert.",
+            registry=registry,
+        )
+        self.syslog_connections = Gauge(
+            "ecstatic_intake_syslog_connections",
+            "Open syslog TCP connections.",
+            registry=registry,
+        )
+        self.last_insert = Gauge(
+            "ecstatic_intake_last_insert_timestamp_seconds",
+            "Unix time of the last successful insert.",
+            registry=registry,
+        )
+
+
+class GitMetrics:
+    """Pushes and the deploys they trigger."""
+
+    def __init__(self, registry: CollectorRegistry):
+        self.deploys = Counter(
+            "ecstatic_git_deploys",
+            "Deploys by outcome (success, rejected, failed).",
+            ["outcome"],
+            registry=registry,
+        )
+        self.deploy_duration = Histogram(
+            "ecstatic_git_deploy_duration_seconds",
+            "Time from the end of a push to the site being live.",
+            buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
+            registry=registry,
+        )
+        self.deploy_bytes = Histogram(
+            "ecstatic_git_deploy_bytes",
+            "Bytes published per deploy.",
+            buckets=(1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9),
+            registry=registry,
+        )
+
+
+def make_metrics_app(registry: CollectorRegistry):
+    """A WSGI app serving the registry in the Prometheus text format."""
+    return make_wsgi_app(registry)

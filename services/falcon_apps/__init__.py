@@ -1,0 +1,1 @@
+"""The Falcon rooms: api and query."""

@@ -1,0 +1,1 @@
+"""api room: users, tokens, sites, hostnames, deploys."""

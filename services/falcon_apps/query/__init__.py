@@ -1,0 +1,1 @@
+"""query room: analytics answered from ClickHouse."""

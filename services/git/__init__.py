@@ -1,0 +1,1 @@
+"""git room: dulwich smart-HTTP receiver that deploys pushes."""

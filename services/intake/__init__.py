@@ -1,0 +1,1 @@
+"""intake room: access logs in, ClickHouse rows out."""
