@@ -53,6 +53,7 @@ class Config:
     max_deploy_bytes: int
     max_deploy_files: int
     auth_cache_seconds: float
+    bind_host: str
     extra: Mapping[str, str] = field(default_factory=dict)
 
     # -- derived locations: every piece of state lives under ``home`` --
@@ -121,7 +122,7 @@ class Config:
             "ECSTATIC_SITE_SCHEME": self.site_scheme,
             "ECSTATIC_LOG_LEVEL": self.log_level,
             "ECSTATIC_THREADS": str(self.threads),
-            "ECSTATIC_ACCESS_LOG": str(self.access_log),
+            "ECSTATIC_BIND_HOST": self.bind_host,
         }
         for name, value in self.ports.items():
             env[f"ECSTATIC_{name.upper()}_PORT"] = str(value)
@@ -203,6 +204,8 @@ class Config:
             max_deploy_bytes=integer("ECSTATIC_MAX_DEPLOY_BYTES", 512 * 2**20, 1, 2**40),
             max_deploy_files=integer("ECSTATIC_MAX_DEPLOY_FILES", 50_000, 1, 10_000_000),
             auth_cache_seconds=number("ECSTATIC_AUTH_CACHE_SECONDS", 5.0, 0, 3600),
+            # Loopback by default: only Caddy listens beyond it. Containers set 0.0.0.0.
+            bind_host=env.get("ECSTATIC_BIND_HOST") or "127.0.0.1",
         )
         if errors:
             raise ConfigError("invalid configuration:\n  " + "\n  ".join(errors))
