@@ -12,7 +12,14 @@ from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
-__all__ = ["new_registry", "HttpMetrics", "IntakeMetrics", "GitMetrics", "make_metrics_app"]
+__all__ = [
+    "new_registry",
+    "HttpMetrics",
+    "IntakeMetrics",
+    "GitMetrics",
+    "make_metrics_app",
+    "make_measured_app",
+]
 
 
 def new_registry() -> CollectorRegistry:
@@ -122,3 +129,55 @@ class GitMetrics:
 def make_metrics_app(registry: CollectorRegistry):
     """A WSGI app serving the registry in the Prometheus text format."""
     return make_wsgi_app(registry)
+
+
+class _MeasuredBody:
+    """Wraps a WSGI response body so the request is recorded once it is fully sent."""
+
+    def __init__(self, body, record):
+        self._body = body
+        self._record = record
+
+    def __iter__(self):
+        return iter(self._body)
+
+    def close(self):
+        try:
+            if hasattr(self._body, "close"):
+                self._body.close()
+        finally:
+            self._record()
+
+
+def make_measured_app(app, metrics: HttpMetrics, service: str, route_for):
+    """Wrap a plain (non-Falcon) WSGI app with the shared HTTP request metrics.
+
+    Args:
+        app: the WSGI app.
+        metrics: the process's ``HttpMetrics``.
+        service: the room name used as the ``service`` label.
+        route_for: maps a request path to a low-cardinality route template.
+    """
+    import time
+
+    def measured(environ, start_response):
+        started = time.perf_counter()
+        status = ["500"]
+
+        def capture(status_line, headers, exc_info=None):
+            status[0] = status_line.split(" ", 1)[0]
+            return start_response(status_line, headers, exc_info)
+
+        def record():
+            route = route_for(environ.get("PATH_INFO") or "/")
+            metrics.observe(service, route, environ.get("REQUEST_METHOD", "GET"), int(status[0]),
+                            time.perf_counter() - started)
+
+        try:
+            body = app(environ, capture)
+        except Exception:
+            record()
+            raise
+        return _MeasuredBody(body, record)
+
+    return measured
