@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from services.core.config import Config, ConfigError
 
@@ -14,6 +15,7 @@ __all__ = ["main"]
 def _quickstart(config: Config) -> str:
     api = config.public_url
     site = config.site_url("hello")
+    ecstatic = Path(sys.executable).parent / "ecstatic"
     return f"""
 Ecstatic is up.
   api, git and query: {api}   (git remotes under {api}/git/)
@@ -22,15 +24,17 @@ Ecstatic is up.
   state:              {config.home}
 
 Quickstart (copy and paste):
-  TOKEN=$(ecstatic admin create-user alice | tail -n1)
-  SITE=$(curl -s -H "Authorization: Bearer $TOKEN" -d '{{"name":"hello"}}' {api}/v1/sites \\
+  export ECSTATIC_HOME={config.home}
+  TOKEN=$({ecstatic} admin create-user alice | tail -n1)
+  SITE=$(curl -s -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \\
+         -d '{{"name":"hello"}}' {api}/v1/sites \\
          | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
   mkdir -p /tmp/hello && cd /tmp/hello && echo '<h1>Hello from Ecstatic</h1>' > index.html
   git init -q -b main && git add . && git -c user.name=me -c user.email=me@example.com commit -qm hello
   git push http://alice:$TOKEN@{api.split('://', 1)[1]}/git/$SITE.git main
   curl {site}
   curl -H "Authorization: Bearer $TOKEN" "{api}/v1/sites/$SITE/stats/timeseries?period=24h&interval=hour"
-(`ecstatic` lives in .venv/bin; `ecstatic status` shows every part, `ecstatic down` stops them.)
+`{ecstatic} status` shows every part; `{ecstatic} down` stops them.
 """
 
 
