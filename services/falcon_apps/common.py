@@ -10,7 +10,7 @@ import falcon
 from services.core import errors
 from services.core.metrics import HttpMetrics
 
-__all__ = ["install", "MetricsMiddleware"]
+__all__ = ["install", "create_base_app", "MetricsMiddleware"]
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +27,13 @@ def _serialize_error(req: falcon.Request, resp: falcon.Response, exc: falcon.HTT
     # Always JSON with a message, whatever the client accepts: API clients and the
     # git client's error display both read it.
     resp.content_type = falcon.MEDIA_JSON
-    resp.media = {"error": exc.title, "message": exc.description or exc.title}
+    resp.media = {"error": _error_name(exc.title), "message": exc.description or exc.title}
+
+
+def _error_name(title: str) -> str:
+    # Falcon's own errors are titled like "404 Not Found"; ours like "NotFound".
+    code, _, reason = title.partition(" ")
+    return reason.replace(" ", "") if code.isdigit() and reason else title
 
 
 def _domain_error(req, resp, exc: errors.EcstaticError, params) -> None:

@@ -1,0 +1,47 @@
+"""The api room's WSGI app: ``create_app`` wires routes, ``build`` makes the real parts."""
+
+from __future__ import annotations
+
+import re
+
+import falcon
+
+from services.core.config import Config
+from services.core.metrics import HttpMetrics
+from services.core.runtime import Context, Mount
+from services.falcon_apps.common import create_base_app
+
+from .resources import AuthMiddleware, CurrentUser, Deploys, HostMap, SitePresenter, Sites
+from .store import MetadataStore
+
+__all__ = ["PATHS", "create_app", "build"]
+
+# The api owns every /v1/ path except the query room's stats (the dispatcher decides
+# precedence) and the /internal/ paths the public proxy never routes.
+PATHS = re.compile(r"^/(v1|internal)/")
+
+
+def create_app(store: MetadataStore, config: Config, http_metrics: HttpMetrics) -> falcon.App:
+    """The api's Falcon app around an already-open store.
+
+    Args:
+        store: users, tokens, sites and deploys (a fake in unit tests).
+        config: supplies the site URLs, git URLs and hostnames in site JSON.
+        http_metrics: the process's request metrics.
+    """
+    app = create_base_app(http_metrics, "api", middleware=[AuthMiddleware(store)])
+    presenter = SitePresenter(config)
+    sites = Sites(store, presenter, config)
+    app.add_route("/v1/sites", sites)
+    app.add_route("/v1/sites/{site_id}", sites, suffix="item")
+    app.add_route("/v1/sites/{site_id}/deploys", Deploys(store, presenter))
+    app.add_route("/v1/user", CurrentUser())
+    app.add_route("/internal/hostmap", HostMap(store))
+    return app
+
+
+def build(ctx: Context) -> Mount:
+    """Open the metadata store under ``config.home`` and mount the api on its paths."""
+    store = MetadataStore(ctx.config.api_db)
+    app = create_app(store, ctx.config, ctx.http_metrics)
+    return Mount(name="api", paths=PATHS, app=app, healthy=store.ping)

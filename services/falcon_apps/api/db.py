@@ -1,0 +1,158 @@
+"""The api's SQLite file: its schema, and connections shared by threads and processes.
+
+One connection per process, guarded by a lock: the api's gunicorn threads share it, and
+the CLI (``ecstatic admin create-user``) opens the same file from another process while
+the api runs. WAL mode lets readers proceed during a write; writes take the database
+lock up front (``BEGIN IMMEDIATE``) and wait up to ``busy_timeout`` for the other process.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from services.core.errors import Unavailable
+
+__all__ = ["SCHEMA", "Database"]
+
+log = logging.getLogger(__name__)
+
+# Idempotent: every process that opens the file runs it.
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS users (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    created_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS tokens (
+    id TEXT PRIMARY KEY,
+    user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    token_hash TEXT NOT NULL UNIQUE,
+    created_at TEXT NOT NULL,
+    last_used_at TEXT
+);
+CREATE TABLE IF NOT EXISTS sites (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    created_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS sites_by_user ON sites(user_id);
+CREATE TABLE IF NOT EXISTS hostnames (
+    hostname TEXT PRIMARY KEY,
+    site_id TEXT NOT NULL REFERENCES sites(id) ON DELETE CASCADE
+);
+CREATE INDEX IF NOT EXISTS hostnames_by_site ON hostnames(site_id);
+CREATE TABLE IF NOT EXISTS deploys (
+    -- seq orders deploys by insertion: the newest recorded deploy is the live one,
+    -- whatever the wall clock did in between.
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    site_id TEXT NOT NULL REFERENCES sites(id) ON DELETE CASCADE,
+    commit_sha TEXT NOT NULL,
+    release TEXT NOT NULL,
+    file_count INTEGER NOT NULL CHECK (file_count >= 0),
+    bytes INTEGER NOT NULL CHECK (bytes >= 0),
+    status TEXT NOT NULL,
+    created_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS deploys_by_site ON deploys(site_id, seq);
+"""
+
+
+def _is_busy(exc: sqlite3.OperationalError) -> bool:
+    message = str(exc)
+    return "locked" in message or "busy" in message
+
+
+class Database:
+    """A SQLite file with ``SCHEMA`` applied, handing out transactions one at a time."""
+
+    def __init__(self, path: Path, busy_timeout: float = 10.0):
+        """Create the file (mode 0600) and its directory if needed, and apply the schema.
+
+        Args:
+            path: the SQLite file.
+            busy_timeout: seconds to wait for another process's write to finish.
+        """
+        self.path = Path(path)
+        self._busy_timeout = busy_timeout
+        self._lock = threading.Lock()
+        self._conn: sqlite3.Connection | None = None
+        self._conn_pid = 0
+        self._inherited: list[sqlite3.Connection] = []
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # Token hashes live here: readable by the service user only.
+        self.path.touch(mode=0o600, exist_ok=True)
+        with self._lock:
+            self._connection().executescript(SCHEMA)
+        # Connect lazily from here on: a preforking server that builds the app in its
+        # master then holds no connection to hand down to the workers.
+        self.close()
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is not None and self._conn_pid != os.getpid():
+            # Used before a fork: SQLite connections must not be shared by two processes.
+            # Keep the inherited one referenced but unused, since closing it here could
+            # release locks the parent still holds.
+            self._inherited.append(self._conn)
+            self._conn = None
+        if self._conn is None:
+            conn = sqlite3.connect(
+                self.path,
+                timeout=self._busy_timeout,
+                isolation_level=None,  # transactions are explicit, see transaction()
+                check_same_thread=False,  # shared by threads under self._lock
+            )
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            self._conn, self._conn_pid = conn, os.getpid()
+        return self._conn
+
+    @contextmanager
+    def transaction(self, write: bool = False) -> Iterator[sqlite3.Connection]:
+        """A connection inside a transaction, committed on success, rolled back on error.
+
+        Args:
+            write: take the write lock at the start, so check-then-write sequences
+                cannot interleave with another process's writes.
+
+        Raises:
+            Unavailable: the file stayed locked by another process past ``busy_timeout``.
+        """
+        with self._lock:
+            conn = self._connection()
+            try:
+                conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException as exc:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.OperationalError) and _is_busy(exc):
+                    # Another process held the write lock past busy_timeout: a retry helps.
+                    raise Unavailable("metadata store is busy, try again") from exc
+                raise
+
+    def close(self) -> None:
+        """Close this process's connection; the next transaction reopens it."""
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    def ping(self) -> bool:
+        """True when the database answers a trivial query (for ``/healthz``)."""
+        try:
+            with self.transaction() as conn:
+                return conn.execute("SELECT 1").fetchone()[0] == 1
+        except Exception:  # noqa: BLE001 - health checks report, never raise
+            log.warning("metadata store ping failed", exc_info=True, extra={"path": str(self.path)})
+            return False

@@ -1,0 +1,301 @@
+"""The api's metadata store: users, token hashes, sites, hostnames and deploys.
+
+Domain operations over the SQLite file in ``db``. Ownership checks live here, inside
+the same transaction as the write they guard.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import sqlite3
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from services.core.auth import hash_token, new_token, tokens_equal
+from services.core.errors import BadRequest, Conflict, NotFound, Unavailable
+
+from .db import Database
+from .validate import is_site_name, is_user_name
+
+__all__ = ["MetadataStore"]
+
+log = logging.getLogger(__name__)
+
+_DEPLOY_COLUMNS = (
+    "id",
+    "site_id",
+    "commit_sha",
+    "release",
+    "file_count",
+    "bytes",
+    "status",
+    "created_at",
+)
+_INSERT_DEPLOY = (
+    f"INSERT INTO deploys ({', '.join(_DEPLOY_COLUMNS)})"
+    f" VALUES ({', '.join(':' + c for c in _DEPLOY_COLUMNS)})"
+)
+_SELECT_DEPLOYS = (
+    f"SELECT {', '.join(_DEPLOY_COLUMNS)} FROM deploys WHERE site_id = ? ORDER BY seq DESC"
+)
+_INSERT_SITE = (
+    "INSERT INTO sites (id, name, user_id, created_at) VALUES (:id, :name, :user_id, :created_at)"
+)
+_SITE_SELECT = (
+    "SELECT s.id, s.name, s.user_id, s.created_at, "
+    + ", ".join(f"d.{c} AS d_{c}" for c in _DEPLOY_COLUMNS)
+    + " FROM sites s LEFT JOIN deploys d"
+    " ON d.seq = (SELECT MAX(seq) FROM deploys WHERE site_id = s.id)"
+)
+# Writing last_used_at on every request would make each read a write; once a minute is enough.
+_TOKEN_TOUCH_INTERVAL = timedelta(minutes=1)
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _new_id() -> str:
+    return secrets.token_hex(8)
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _site(row: sqlite3.Row) -> dict[str, Any]:
+    site = {key: row[key] for key in ("id", "name", "user_id", "created_at")}
+    site["current_deploy"] = (
+        {c: row[f"d_{c}"] for c in _DEPLOY_COLUMNS} if row["d_id"] is not None else None
+    )
+    return site
+
+
+class MetadataStore:
+    """Users, tokens, sites, hostnames and deploys in one SQLite file."""
+
+    def __init__(
+        self,
+        path: Path,
+        clock: Callable[[], datetime] = _utc_now,
+        id_factory: Callable[[], str] = _new_id,
+        token_factory: Callable[[], str] = new_token,
+        busy_timeout: float = 10.0,
+    ):
+        """Open (creating if needed) the database at ``path`` and its schema.
+
+        Args:
+            path: the SQLite file; its directory is created if missing.
+            clock: returns the current time as an aware datetime.
+            id_factory: returns a fresh 16-hex-digit id for users, tokens, sites, deploys.
+            token_factory: returns a fresh raw API token.
+            busy_timeout: seconds to wait for another process's write to finish.
+        """
+        self._db = Database(path, busy_timeout)
+        self._clock = clock
+        self._id_factory = id_factory
+        self._token_factory = token_factory
+
+    def close(self) -> None:
+        """Close this process's connection; the next call reopens it."""
+        self._db.close()
+
+    def ping(self) -> bool:
+        """True when the database answers a trivial query (for ``/healthz``)."""
+        return self._db.ping()
+
+    # -- users and tokens --
+    def create_user(self, name: str) -> tuple[dict[str, Any], str]:
+        """Create a user with a first API token.
+
+        Returns:
+            The user (``id``, ``name``, ``created_at``) and the raw token, which is
+            shown once and stored only as its hash.
+
+        Raises:
+            BadRequest: the name is not ``^[a-z0-9][a-z0-9_.-]{0,63}$``.
+            Conflict: the name is taken.
+        """
+        if not is_user_name(name):
+            raise BadRequest(
+                "user name must be 1-64 characters of a-z, 0-9, '_', '.' and '-', "
+                "starting with a letter or digit"
+            )
+        user = {"id": self._id_factory(), "name": name, "created_at": _iso(self._clock())}
+        try:
+            with self._db.transaction(write=True) as conn:
+                conn.execute(
+                    "INSERT INTO users (id, name, created_at) VALUES (:id, :name, :created_at)",
+                    user,
+                )
+                token = self._insert_token(conn, user["id"])
+        except sqlite3.IntegrityError as exc:
+            if "users.name" not in str(exc):
+                raise
+            raise Conflict(f"user name {name!r} is taken") from exc
+        log.info("user created", extra={"user_id": user["id"], "user_name": name})
+        return user, token
+
+    def create_token(self, user_id: str) -> str:
+        """A new raw API token for an existing user (stored only as its hash).
+
+        Raises:
+            NotFound: no such user.
+        """
+        with self._db.transaction(write=True) as conn:
+            if conn.execute("SELECT 1 FROM users WHERE id = ?", (user_id,)).fetchone() is None:
+                raise NotFound(f"user {user_id} not found")
+            return self._insert_token(conn, user_id)
+
+    def _insert_token(self, conn: sqlite3.Connection, user_id: str) -> str:
+        token = self._token_factory()
+        conn.execute(
+            "INSERT INTO tokens (id, user_id, token_hash, created_at) VALUES (?, ?, ?, ?)",
+            (self._id_factory(), user_id, hash_token(token), _iso(self._clock())),
+        )
+        return token
+
+    def user_for_token(self, token: str) -> dict[str, Any] | None:
+        """The user (``id``, ``name``, ``created_at``) a raw token belongs to, or None."""
+        wanted = hash_token(token)
+        with self._db.transaction() as conn:
+            row = conn.execute(
+                "SELECT t.id AS token_id, t.token_hash, t.last_used_at, u.id, u.name, u.created_at"
+                " FROM tokens t JOIN users u ON u.id = t.user_id WHERE t.token_hash = ?",
+                (wanted,),
+            ).fetchone()
+        # The index lookup is by hash; the final check is constant-time all the same.
+        if row is None or not tokens_equal(row["token_hash"], wanted):
+            return None
+        now = self._clock()
+        if row["last_used_at"] is None or row["last_used_at"] < _iso(now - _TOKEN_TOUCH_INTERVAL):
+            self._touch_token(row["token_id"], now)
+        return {"id": row["id"], "name": row["name"], "created_at": row["created_at"]}
+
+    def _touch_token(self, token_id: str, now: datetime) -> None:
+        # Bookkeeping only: a busy database must not turn a valid token away.
+        try:
+            with self._db.transaction(write=True) as conn:
+                conn.execute(
+                    "UPDATE tokens SET last_used_at = ? WHERE id = ?", (_iso(now), token_id)
+                )
+        except Unavailable:
+            log.warning("token last_used_at not updated", extra={"token_id": token_id})
+
+    # -- sites and hostnames --
+    def create_site(self, user_id: str, name: str, hostname: str) -> dict[str, Any]:
+        """Create a site owned by ``user_id``, served on ``hostname``.
+
+        Raises:
+            BadRequest: the name is not a DNS label.
+            Conflict: the name or the hostname is taken.
+            NotFound: no such user.
+        """
+        if not is_site_name(name):
+            raise BadRequest(f"site name {name!r} is not a DNS label")
+        site = {
+            "id": self._id_factory(),
+            "name": name,
+            "user_id": user_id,
+            "created_at": _iso(self._clock()),
+        }
+        try:
+            with self._db.transaction(write=True) as conn:
+                conn.execute(_INSERT_SITE, site)
+                conn.execute(
+                    "INSERT INTO hostnames (hostname, site_id) VALUES (?, ?)",
+                    (hostname, site["id"]),
+                )
+        except sqlite3.IntegrityError as exc:
+            message = str(exc)
+            if "FOREIGN KEY" in message:
+                raise NotFound(f"user {user_id} not found") from exc
+            if "hostnames.hostname" in message:
+                raise Conflict(f"hostname {hostname!r} is taken") from exc
+            if "sites.name" in message:
+                raise Conflict(f"site name {name!r} is taken") from exc
+            raise
+        log.info(
+            "site created", extra={"site_id": site["id"], "site_name": name, "user_id": user_id}
+        )
+        return {**site, "current_deploy": None}
+
+    def list_sites(self, user_id: str) -> list[dict[str, Any]]:
+        """The user's sites, oldest first, each with its ``current_deploy`` (or None)."""
+        with self._db.transaction() as conn:
+            rows = conn.execute(
+                _SITE_SELECT + " WHERE s.user_id = ? ORDER BY s.rowid", (user_id,)
+            ).fetchall()
+        return [_site(row) for row in rows]
+
+    def get_site(self, user_id: str, site_id: str) -> dict[str, Any]:
+        """The site with its ``current_deploy``, if ``user_id`` owns it.
+
+        Raises:
+            NotFound: the site does not exist or belongs to someone else.
+        """
+        with self._db.transaction() as conn:
+            row = conn.execute(
+                _SITE_SELECT + " WHERE s.id = ? AND s.user_id = ?", (site_id, user_id)
+            ).fetchone()
+        if row is None:
+            raise NotFound(f"site {site_id} not found")
+        return _site(row)
+
+    def hostmap(self) -> dict[str, str]:
+        """Every hostname and the id of the site it serves."""
+        with self._db.transaction() as conn:
+            rows = conn.execute(
+                "SELECT hostname, site_id FROM hostnames ORDER BY hostname"
+            ).fetchall()
+        return {row["hostname"]: row["site_id"] for row in rows}
+
+    # -- deploys --
+    def record_deploy(
+        self,
+        user_id: str,
+        site_id: str,
+        *,
+        commit_sha: str,
+        release: str,
+        file_count: int,
+        bytes: int,  # shadows the builtin: it is the field's name in the HTTP contract
+        status: str = "live",
+    ) -> dict[str, Any]:
+        """Record a deploy of a site ``user_id`` owns; it becomes the site's current one.
+
+        Raises:
+            NotFound: the site does not exist or belongs to someone else.
+        """
+        deploy = {
+            "id": self._id_factory(),
+            "site_id": site_id,
+            "commit_sha": commit_sha,
+            "release": release,
+            "file_count": file_count,
+            "bytes": bytes,
+            "status": status,
+            "created_at": _iso(self._clock()),
+        }
+        with self._db.transaction(write=True) as conn:
+            # Checked inside the write transaction, so ownership cannot change underneath.
+            owned = conn.execute(
+                "SELECT 1 FROM sites WHERE id = ? AND user_id = ?", (site_id, user_id)
+            ).fetchone()
+            if owned is None:
+                raise NotFound(f"site {site_id} not found")
+            conn.execute(_INSERT_DEPLOY, deploy)
+        log.info(
+            "deploy recorded",
+            extra={"site_id": site_id, "deploy_id": deploy["id"], "release": release},
+        )
+        return deploy
+
+    def list_deploys(self, site_id: str) -> list[dict[str, Any]]:
+        """A site's deploys, newest first (the caller checks ownership with ``get_site``)."""
+        with self._db.transaction() as conn:
+            rows = conn.execute(_SELECT_DEPLOYS, (site_id,)).fetchall()
+        return [dict(row) for row in rows]
