@@ -14,7 +14,7 @@ from gunicorn.app.base import BaseApplication
 
 from services import targets
 from services.core.config import Config
-from services.core.logs import setup_logging
+from services.core.logs import logging_dict, setup_logging
 from services.core.runtime import Context, Mount
 from services.wsgi import ProcessApp
 
@@ -61,7 +61,11 @@ class ProcessServer(BaseApplication):
             "accesslog": None,
             "errorlog": "-",
             "loglevel": self.config.log_level.lower(),
+            "logconfig_dict": logging_dict(self.config.log_level, "+".join(self.rooms)),
             "proc_name": "ecstatic-" + "+".join(self.rooms),
+            # One shared default socket path would collide between our processes;
+            # supervisord (or Kubernetes) is the control interface.
+            "control_socket_disable": True,
             "post_worker_init": self._post_worker_init,
             "worker_exit": self._worker_exit,
         }
