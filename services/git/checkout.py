@@ -1,0 +1,239 @@
+"""Turn a pushed commit into the files of a release, refusing anything unsafe.
+
+Pushed objects are untrusted: trees can hold names such as ``..`` or ``.git``,
+symlinks pointing anywhere, submodules whose content is not here, or millions of
+entries. ``plan_checkout`` walks the tree once and decides what gets published;
+``iter_files`` then yields the file contents, enforcing the byte budget as it goes.
+An optional root ``ecstatic.toml`` with ``publish = "subdir"`` names the directory
+to publish.
+"""
+
+from __future__ import annotations
+
+import stat
+import tomllib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from dulwich.objects import Blob, Commit, ShaFile, Tag, Tree
+
+from services.cdn.base import SourceFile
+
+__all__ = [
+    "CONFIG_FILE",
+    "DeployRejected",
+    "Limits",
+    "Plan",
+    "format_bytes",
+    "iter_files",
+    "plan_checkout",
+]
+
+CONFIG_FILE = "ecstatic.toml"
+_MAX_CONFIG_BYTES = 64 * 1024
+_MAX_NAME_BYTES = 255  # NAME_MAX on Linux file systems
+_MAX_PATH_BYTES = 4000  # leaves room under PATH_MAX for the release directory
+_S_IFGITLINK = 0o160000
+_KNOWN_SETTINGS = {"publish"}
+
+
+class DeployRejected(Exception):
+    """The pushed content cannot be published; ``message`` tells the pusher why."""
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Upper bounds for one deploy (``config.max_deploy_files`` / ``max_deploy_bytes``)."""
+
+    max_files: int
+    max_bytes: int
+
+
+@dataclass
+class Plan:
+    """What a commit publishes: files relative to the publish directory."""
+
+    commit: str
+    publish_dir: str
+    files: list[tuple[str, bytes]] = field(default_factory=list)  # (path, blob sha)
+    notes: list[str] = field(default_factory=list)
+
+
+def format_bytes(count: int) -> str:
+    """A human size: ``512 B``, ``1.5 KiB``, ``12.0 MiB``."""
+    size = float(count)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{count} B" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    raise AssertionError("unreachable")
+
+
+def plan_checkout(store, commit_sha: bytes, limits: Limits) -> Plan:
+    """Walk a commit's tree and decide which files a release gets.
+
+    Args:
+        store: A dulwich object store holding the pushed objects.
+        commit_sha: Hex sha of the commit (or of a tag pointing at one).
+        limits: Maximum number of files (checked here) and bytes (see ``iter_files``).
+
+    Returns:
+        The files to publish, in tree order, with notes for the pusher.
+
+    Raises:
+        DeployRejected: symlinks, unsafe names, missing objects, too many files, or a
+            bad ``ecstatic.toml``.
+    """
+    commit = _peel_to_commit(store, commit_sha)
+    root = _load(store, commit.tree, Tree, "the commit's root tree")
+    plan = Plan(commit=commit.id.decode("ascii"), publish_dir="")
+    publish_parts = _read_config(store, root, plan)
+    tree = root
+    for depth, part in enumerate(publish_parts):
+        where = "/".join(publish_parts[: depth + 1])
+        try:
+            mode, sha = tree[part.encode("utf-8")]
+        except KeyError:
+            raise DeployRejected(
+                f"{CONFIG_FILE}: publish directory {where!r} does not exist"
+            ) from None
+        if stat.S_ISLNK(mode) or mode & 0o170000 == _S_IFGITLINK or not stat.S_ISDIR(mode):
+            raise DeployRejected(f"{CONFIG_FILE}: publish path {where!r} is not a directory")
+        tree = _load(store, sha, Tree, f"directory {where!r}")
+    plan.publish_dir = "/".join(publish_parts)
+    _walk(store, tree, plan, limits, skip_config=not publish_parts)
+    return plan
+
+
+def iter_files(store, plan: Plan, limits: Limits) -> Iterator[SourceFile]:
+    """Yield the planned files with their contents.
+
+    Raises:
+        DeployRejected: when the files add up to more than ``limits.max_bytes`` (raised
+            mid-way: the consumer must abandon what it wrote), or a blob is missing.
+    """
+    total = 0
+    for path, sha in plan.files:
+        data = _load(store, sha, Blob, f"file {path!r}").data
+        total += len(data)
+        if total > limits.max_bytes:
+            limit = format_bytes(limits.max_bytes)
+            raise DeployRejected(f"the published files add up to more than {limit}, the limit")
+        yield SourceFile(path=path, data=data)
+
+
+# -- internals ------------------------------------------------------------------------
+
+
+def _load(store, sha: bytes, kind: type[ShaFile], what: str):
+    try:
+        obj = store[sha]
+    except (KeyError, ValueError):
+        raise DeployRejected(f"{what} ({_short(sha)}) is missing from the pushed objects") from None
+    if not isinstance(obj, kind):
+        raise DeployRejected(f"{what} ({_short(sha)}) is not a {kind.type_name.decode()}")
+    return obj
+
+
+def _short(sha: bytes) -> str:
+    return sha[:12].decode("ascii", "replace")
+
+
+def _peel_to_commit(store, sha: bytes) -> Commit:
+    for _ in range(16):  # tags of tags, bounded so a tag loop cannot hang us
+        obj = _load(store, sha, ShaFile, "the pushed commit")
+        if isinstance(obj, Commit):
+            return obj
+        if not isinstance(obj, Tag):
+            raise DeployRejected(f"{_short(sha)} is not a commit")
+        sha = obj.object[1]
+    raise DeployRejected(f"{_short(sha)}: too many nested tags")
+
+
+def _read_config(store, root: Tree, plan: Plan) -> list[str]:
+    try:
+        mode, sha = root[CONFIG_FILE.encode()]
+    except KeyError:
+        return []
+    if not stat.S_ISREG(mode):
+        raise DeployRejected(f"{CONFIG_FILE} must be a regular file")
+    data = _load(store, sha, Blob, CONFIG_FILE).data
+    if len(data) > _MAX_CONFIG_BYTES:
+        raise DeployRejected(f"{CONFIG_FILE} is larger than {format_bytes(_MAX_CONFIG_BYTES)}")
+    try:
+        settings = tomllib.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise DeployRejected(f"{CONFIG_FILE} is not valid TOML: {exc}") from None
+    for key in sorted(set(settings) - _KNOWN_SETTINGS):
+        plan.notes.append(f"{CONFIG_FILE}: ignored unknown setting {key!r}")
+    publish = settings.get("publish", ".")
+    if not isinstance(publish, str):
+        raise DeployRejected(f"{CONFIG_FILE}: publish must be a string naming a directory")
+    return _publish_parts(publish)
+
+
+def _publish_parts(publish: str) -> list[str]:
+    # The publish directory must stay inside the tree: relative, no "..", no NUL.
+    bad = f"{CONFIG_FILE}: publish = {publish!r} must be a relative directory inside the repository"
+    if publish.startswith("/") or "\\" in publish or "\x00" in publish:
+        raise DeployRejected(bad)
+    parts = [p for p in publish.split("/") if p not in ("", ".")]
+    if any(p == ".." or p.lower() == ".git" for p in parts):
+        raise DeployRejected(bad)
+    return parts
+
+
+def _check_name(name: bytes, parent: str) -> str:
+    shown = (parent + name.decode("utf-8", "backslashreplace")) or "(empty)"
+    if name in (b"", b".", b".."):
+        raise DeployRejected(f"invalid file name {shown!r}")
+    if b"/" in name or b"\x00" in name:
+        raise DeployRejected(f"invalid file name {shown!r}: contains '/' or NUL")
+    if name.lower() == b".git":
+        raise DeployRejected(f"{shown!r}: a .git entry cannot be published")
+    if len(name) > _MAX_NAME_BYTES:
+        raise DeployRejected(f"file name too long: {shown!r}")
+    try:
+        text = name.decode("utf-8")
+    except UnicodeDecodeError:
+        raise DeployRejected(f"file name {shown!r} is not valid UTF-8") from None
+    path = parent + text
+    if len(path.encode("utf-8")) > _MAX_PATH_BYTES:
+        raise DeployRejected(f"path too long: {path[:80]!r}...")
+    return path
+
+
+def _walk(store, top: Tree, plan: Plan, limits: Limits, skip_config: bool) -> None:
+    # Iterative, so a deeply nested hostile tree cannot exhaust the Python stack.
+    stack: list[tuple[Tree, str]] = [(top, "")]
+    directories = 0
+    while stack:
+        tree, parent = stack.pop()
+        for entry in tree.iteritems():
+            path = _check_name(entry.path, parent)
+            mode = entry.mode
+            if mode & 0o170000 == _S_IFGITLINK:
+                plan.notes.append(
+                    f"skipped submodule {path!r}: its files are not in this repository"
+                )
+            elif stat.S_ISLNK(mode):
+                raise DeployRejected(
+                    f"symlink {path!r} is not allowed: sites are published as regular files only"
+                )
+            elif stat.S_ISDIR(mode):
+                directories += 1
+                if directories > limits.max_files:
+                    raise DeployRejected(f"more than {limits.max_files} directories, the limit")
+                stack.append((_load(store, entry.sha, Tree, f"directory {path!r}"), path + "/"))
+            elif stat.S_ISREG(mode):
+                if skip_config and path == CONFIG_FILE:
+                    continue  # host configuration, not site content
+                plan.files.append((path, entry.sha))
+                if len(plan.files) > limits.max_files:
+                    raise DeployRejected(f"more than {limits.max_files} files, the limit")
+            else:
+                raise DeployRejected(f"{path!r} has an unsupported file mode {mode:o}")
