@@ -1,0 +1,88 @@
+"""User agent -> browser, OS, device and bot verdict, with a cache in front.
+
+device-detector (Matomo's data) names browsers, systems and devices and knows many
+bots; crawler-user-agents (the monperrus list) catches crawlers and HTTP libraries it
+does not. device-detector is slow the first time it sees a UA, and real traffic
+repeats a few thousand UAs, so an LRU cache keyed on the UA string sits in front.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import lru_cache
+
+import crawleruseragents
+from device_detector import DeviceDetector
+
+__all__ = ["Agent", "AgentParser"]
+
+# Real UAs stay well under this; parsing attacker-sized ones would only burn CPU.
+_PARSE_CHARS = 1024
+_NAME_CHARS = 64
+
+
+@dataclass(frozen=True)
+class Agent:
+    """What a user agent tells us, ready for the ``requests`` columns."""
+
+    browser: str
+    os: str
+    device: str
+    is_bot: bool
+    bot_reason: str
+
+
+def _detect(user_agent: str):
+    return DeviceDetector(user_agent).parse()
+
+
+def _value(item) -> str:
+    # device-detector returns enums or plain strings depending on the code path.
+    return str(getattr(item, "value", item) or "")
+
+
+class AgentParser:
+    """Parses user agents; thread-safe, cached."""
+
+    def __init__(
+        self,
+        cache_size: int = 20_000,
+        is_crawler: Callable[[str], bool] = crawleruseragents.is_crawler,
+        detect: Callable[[str], object] = _detect,
+    ):
+        self._is_crawler = is_crawler
+        self._detect = detect
+        # device-detector shares parser objects between calls: one parse at a time.
+        self._lock = threading.Lock()
+        self.parse = lru_cache(maxsize=cache_size)(self._parse)
+
+    def _parse(self, user_agent: str) -> Agent:
+        sample = user_agent[:_PARSE_CHARS]
+        with self._lock:
+            found = self._detect(sample)
+            dd_bot = bool(found.is_bot())
+            if dd_bot:
+                browser = str(found.all_details.get("bot", {}).get("name") or found.client_name())
+            elif _value(found.client_type()) == "generic":
+                # "generic" is device-detector guessing a name from the UA text itself:
+                # unbounded junk, not a browser.
+                browser = ""
+            else:
+                browser = found.client_name()
+            os_name = found.os_name()
+            device = _value(found.device_type()) or "unknown"
+        crawler = bool(sample) and self._is_crawler(sample)
+        reason = "crawler-list" if crawler else "device-detector" if dd_bot else ""
+        return Agent(
+            browser=(browser or "")[:_NAME_CHARS],
+            os=(os_name or "")[:_NAME_CHARS],
+            device=device[:_NAME_CHARS],
+            is_bot=crawler or dd_bot,
+            bot_reason=reason,
+        )
+
+    def warm_up(self) -> None:
+        """Load device-detector's rule files now (seconds) instead of on the first line."""
+        self._parse("Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/120.0 Safari/537.36")
