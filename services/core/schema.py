@@ -67,9 +67,11 @@ MIGRATIONS = (
     CREATE TABLE IF NOT EXISTS visitor_salts (
         day Date,
         salt String,
-        created DateTime DEFAULT now()
+        created DateTime64(6, 'UTC') DEFAULT now64(6)
     )
-    ENGINE = ReplacingMergeTree(created)
+    -- Plain MergeTree: concurrent writers may each insert a salt for a day, and every
+    -- reader picks the earliest one, so no merge may ever drop rows here.
+    ENGINE = MergeTree
     ORDER BY day
     """,
 )
