@@ -65,7 +65,9 @@ def resolve(targets: Iterable[str] | str) -> list[str]:
             raise TargetError("dependency cycle: " + " -> ".join((*path, name)))
         module = MODULES.get(name)
         if module is None or (not module.visible and not path):
-            raise TargetError(f"unknown target {name!r}; choose from " + ", ".join(visible_targets()))
+            raise TargetError(
+                f"unknown target {name!r}; choose from " + ", ".join(visible_targets())
+            )
         for dep in module.deps:
             visit(dep, (*path, name))
         if module.builder and name not in ordered:

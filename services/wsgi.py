@@ -26,7 +26,9 @@ MOUNT_ORDER = ("query", "git", "api")
 
 def _json(start_response, status: str, body: dict) -> list[bytes]:
     data = json.dumps(body).encode()
-    start_response(status, [("Content-Type", "application/json"), ("Content-Length", str(len(data)))])
+    start_response(
+        status, [("Content-Type", "application/json"), ("Content-Length", str(len(data)))]
+    )
     return [data]
 
 
@@ -63,8 +65,14 @@ class ProcessApp:
             rooms = self.health()
             ok = all(rooms.values())
             status = "200 OK" if ok else "503 Service Unavailable"
-            return _json(start_response, status, {"status": "ok" if ok else "unhealthy", "rooms": rooms})
+            return _json(
+                start_response, status, {"status": "ok" if ok else "unhealthy", "rooms": rooms}
+            )
         for mount in self.mounts:
             if mount.paths.match(path):
                 return mount.app(environ, start_response)
-        return _json(start_response, "404 Not Found", {"error": "NotFound", "message": f"no route for {path}"})
+        return _json(
+            start_response,
+            "404 Not Found",
+            {"error": "NotFound", "message": f"no route for {path}"},
+        )

@@ -19,8 +19,8 @@ def _quickstart(config: Config) -> str:
     return f"""
 Ecstatic is up.
   api, git and query: {api}   (git remotes under {api}/git/)
-  sites:              {config.site_scheme}://<name>.{config.sites_domain}:{config.port('http')}/
-  prometheus:         http://127.0.0.1:{config.port('prometheus')}/
+  sites:              {config.site_scheme}://<name>.{config.sites_domain}:{config.port("http")}/
+  prometheus:         http://127.0.0.1:{config.port("prometheus")}/
   state:              {config.home}
 
 Quickstart (copy and paste):
@@ -30,10 +30,12 @@ Quickstart (copy and paste):
          -d '{{"name":"hello"}}' {api}/v1/sites \\
          | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
   mkdir -p /tmp/hello && cd /tmp/hello && echo '<h1>Hello from Ecstatic</h1>' > index.html
-  git init -q -b main && git add . && git -c user.name=me -c user.email=me@example.com commit -qm hello
-  git push http://alice:$TOKEN@{api.split('://', 1)[1]}/git/$SITE.git main
+  git init -q -b main && git add .
+  git -c user.name=me -c user.email=me@example.com commit -qm hello
+  git push http://alice:$TOKEN@{api.split("://", 1)[1]}/git/$SITE.git main
   curl {site}
-  curl -H "Authorization: Bearer $TOKEN" "{api}/v1/sites/$SITE/stats/timeseries?period=24h&interval=hour"
+  curl -H "Authorization: Bearer $TOKEN" \\
+       "{api}/v1/sites/$SITE/stats/timeseries?period=24h&interval=hour"
 `{ecstatic} status` shows every part; `{ecstatic} down` stops them.
 """
 
@@ -79,8 +81,12 @@ def status_report(config: Config) -> dict:
         "sites_url": f"{config.site_scheme}://<name>.{config.sites_domain}:{config.port('http')}/",
         "prometheus_url": f"http://127.0.0.1:{config.port('prometheus')}",
         "parts": [
-            {"name": p.name, "url": p.health_url, "state": states.get(p.name, "UNKNOWN"),
-             "healthy": healthy(p.health_url)}
+            {
+                "name": p.name,
+                "url": p.health_url,
+                "state": states.get(p.name, "UNKNOWN"),
+                "healthy": healthy(p.health_url),
+            }
             for p in parts(config)
         ],
         "targets": stack.prometheus_targets(),
@@ -145,10 +151,14 @@ def parser() -> argparse.ArgumentParser:
     st = sub.add_parser("status", help="each part with its URL and health, and Prometheus targets")
     st.add_argument("--json", action="store_true")
     st.set_defaults(func=cmd_status)
-    serve = sub.add_parser("serve", help="run targets in this process, e.g. api or intake,query or all")
+    serve = sub.add_parser(
+        "serve", help="run targets in this process, e.g. api or intake,query or all"
+    )
     serve.add_argument("targets")
     serve.set_defaults(func=cmd_serve)
-    admin = sub.add_parser("admin", help="administration").add_subparsers(dest="admin", required=True)
+    admin = sub.add_parser("admin", help="administration").add_subparsers(
+        dest="admin", required=True
+    )
     cu = admin.add_parser("create-user", help="create a user; prints its API token last")
     cu.add_argument("name")
     cu.set_defaults(func=cmd_create_user)

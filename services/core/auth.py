@@ -54,7 +54,9 @@ def bearer_token(authorization: str | None) -> str | None:
 def _session() -> requests.Session:
     session = requests.Session()
     # Idempotent GETs only: a brief api restart should not fail a visitor's query.
-    retry = Retry(total=3, backoff_factor=0.2, status_forcelist=(502, 503, 504), allowed_methods={"GET"})
+    retry = Retry(
+        total=3, backoff_factor=0.2, status_forcelist=(502, 503, 504), allowed_methods={"GET"}
+    )
     session.mount("http://", HTTPAdapter(max_retries=retry))
     session.mount("https://", HTTPAdapter(max_retries=retry))
     return session

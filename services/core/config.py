@@ -27,7 +27,9 @@ PORT_DEFAULTS = {
     "caddy_admin": 2119,
 }
 
-_HOSTNAME = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$")
+_HOSTNAME = re.compile(
+    r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$"
+)
 
 
 class ConfigError(ValueError):
@@ -182,7 +184,9 @@ class Config:
 
         clickhouse_url = env.get("ECSTATIC_CLICKHOUSE_URL") or f"chdb://{home / 'clickhouse'}"
         if not clickhouse_url.startswith(("chdb://", "http://", "https://")):
-            errors.append(f"ECSTATIC_CLICKHOUSE_URL={clickhouse_url!r} must be chdb://, http:// or https://")
+            errors.append(
+                f"ECSTATIC_CLICKHOUSE_URL={clickhouse_url!r} must be chdb://, http:// or https://"
+            )
 
         log_level = (env.get("ECSTATIC_LOG_LEVEL") or "INFO").upper()
         if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
@@ -193,7 +197,9 @@ class Config:
             ports=ports,
             clickhouse_url=clickhouse_url,
             api_url=(env.get("ECSTATIC_API_URL") or f"http://127.0.0.1:{ports['api']}").rstrip("/"),
-            public_url=(env.get("ECSTATIC_PUBLIC_URL") or f"http://localhost:{ports['http']}").rstrip("/"),
+            public_url=(
+                env.get("ECSTATIC_PUBLIC_URL") or f"http://localhost:{ports['http']}"
+            ).rstrip("/"),
             sites_domain=sites_domain,
             site_scheme=site_scheme,
             log_level=log_level,

@@ -170,8 +170,13 @@ def make_measured_app(app, metrics: HttpMetrics, service: str, route_for):
 
         def record():
             route = route_for(environ.get("PATH_INFO") or "/")
-            metrics.observe(service, route, environ.get("REQUEST_METHOD", "GET"), int(status[0]),
-                            time.perf_counter() - started)
+            metrics.observe(
+                service,
+                route,
+                environ.get("REQUEST_METHOD", "GET"),
+                int(status[0]),
+                time.perf_counter() - started,
+            )
 
         try:
             body = app(environ, capture)

@@ -76,7 +76,9 @@ def install(app: falcon.App) -> falcon.App:
     return app
 
 
-def create_base_app(metrics: HttpMetrics, service: str, middleware: list | None = None) -> falcon.App:
+def create_base_app(
+    metrics: HttpMetrics, service: str, middleware: list | None = None
+) -> falcon.App:
     """A Falcon app with the shared middleware and error handling installed."""
     app = falcon.App(middleware=[MetricsMiddleware(metrics, service), *(middleware or [])])
     return install(app)

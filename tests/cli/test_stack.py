@@ -39,7 +39,9 @@ def test_prometheus_config_passes_promtool(config, tmp_path):
     path = tmp_path / "prometheus.yml"
     path.write_text(stack.prometheus_config(config))
     assert shutil.which("promtool"), "promtool is installed by bootstrap.sh"
-    result = subprocess.run(["promtool", "check", "config", str(path)], capture_output=True, text=True)
+    result = subprocess.run(
+        ["promtool", "check", "config", str(path)], capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     for job in ("caddy", "api", "git", "intake-query", "prometheus"):
         assert f"job_name: {job}" in path.read_text()

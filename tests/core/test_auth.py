@@ -15,8 +15,15 @@ def test_tokens_are_random_and_hashed():
 
 @pytest.mark.parametrize(
     ("header", "token"),
-    [(None, None), ("", None), ("Bearer", None), ("Bearer  ", None), ("Basic abc", None),
-     ("Bearer abc", "abc"), ("bearer abc ", "abc")],
+    [
+        (None, None),
+        ("", None),
+        ("Bearer", None),
+        ("Bearer  ", None),
+        ("Basic abc", None),
+        ("Bearer abc", "abc"),
+        ("bearer abc ", "abc"),
+    ],
 )
 def test_bearer_token(header, token):
     assert bearer_token(header) == token
@@ -46,12 +53,14 @@ class FakeSession:
 
 def test_authorizer_maps_answers_and_caches():
     now = [0.0]
-    session = FakeSession({
-        "good": FakeResponse(200, {"id": "s1"}),
-        "bad": FakeResponse(401),
-        "other": FakeResponse(404),
-        "down": requests.ConnectionError("refused"),
-    })
+    session = FakeSession(
+        {
+            "good": FakeResponse(200, {"id": "s1"}),
+            "bad": FakeResponse(401),
+            "other": FakeResponse(404),
+            "down": requests.ConnectionError("refused"),
+        }
+    )
     auth = SiteAuthorizer("http://api", cache_seconds=5, session=session, clock=lambda: now[0])
     assert auth.site("good", "s1") == {"id": "s1"}
     assert auth.site("good", "s1") == {"id": "s1"}

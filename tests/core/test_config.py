@@ -20,24 +20,37 @@ def test_default_home_is_var_under_cwd(tmp_path, monkeypatch):
 
 
 def test_site_url_omits_default_port(tmp_path):
-    config = Config.from_env({"ECSTATIC_HOME": str(tmp_path), "ECSTATIC_HTTP_PORT": "443",
-                              "ECSTATIC_SITE_SCHEME": "https", "ECSTATIC_SITES_DOMAIN": "example.org"})
+    config = Config.from_env(
+        {
+            "ECSTATIC_HOME": str(tmp_path),
+            "ECSTATIC_HTTP_PORT": "443",
+            "ECSTATIC_SITE_SCHEME": "https",
+            "ECSTATIC_SITES_DOMAIN": "example.org",
+        }
+    )
     assert config.site_url("blog") == "https://blog.example.org/"
 
 
 def test_every_error_is_reported_at_once(tmp_path):
     with pytest.raises(ConfigError) as caught:
-        Config.from_env({
-            "ECSTATIC_HOME": str(tmp_path),
-            "ECSTATIC_API_PORT": "http",
-            "ECSTATIC_GIT_PORT": "70000",
-            "ECSTATIC_SITES_DOMAIN": "not a host",
-            "ECSTATIC_CLICKHOUSE_URL": "mysql://x",
-            "ECSTATIC_INTAKE_FLUSH_SECONDS": "0",
-        })
+        Config.from_env(
+            {
+                "ECSTATIC_HOME": str(tmp_path),
+                "ECSTATIC_API_PORT": "http",
+                "ECSTATIC_GIT_PORT": "70000",
+                "ECSTATIC_SITES_DOMAIN": "not a host",
+                "ECSTATIC_CLICKHOUSE_URL": "mysql://x",
+                "ECSTATIC_INTAKE_FLUSH_SECONDS": "0",
+            }
+        )
     message = str(caught.value)
-    for name in ("ECSTATIC_API_PORT", "ECSTATIC_GIT_PORT", "ECSTATIC_SITES_DOMAIN",
-                 "ECSTATIC_CLICKHOUSE_URL", "ECSTATIC_INTAKE_FLUSH_SECONDS"):
+    for name in (
+        "ECSTATIC_API_PORT",
+        "ECSTATIC_GIT_PORT",
+        "ECSTATIC_SITES_DOMAIN",
+        "ECSTATIC_CLICKHOUSE_URL",
+        "ECSTATIC_INTAKE_FLUSH_SECONDS",
+    ):
         assert name in message
 
 
@@ -47,8 +60,13 @@ def test_ports_must_be_distinct(tmp_path):
 
 
 def test_environ_round_trips(tmp_path):
-    config = Config.from_env({"ECSTATIC_HOME": str(tmp_path), "ECSTATIC_QUERY_PORT": "9999",
-                              "ECSTATIC_SITES_DOMAIN": "sites.test"})
+    config = Config.from_env(
+        {
+            "ECSTATIC_HOME": str(tmp_path),
+            "ECSTATIC_QUERY_PORT": "9999",
+            "ECSTATIC_SITES_DOMAIN": "sites.test",
+        }
+    )
     again = Config.from_env(config.environ())
     assert again.ports == config.ports
     assert again.home == config.home

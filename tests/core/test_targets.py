@@ -46,8 +46,12 @@ def test_rooms_do_not_import_each_other():
     from pathlib import Path
 
     root = Path(targets.__file__).parent
-    rooms = {"falcon_apps/api": "services.falcon_apps.api", "falcon_apps/query": "services.falcon_apps.query",
-             "git": "services.git", "intake": "services.intake"}
+    rooms = {
+        "falcon_apps/api": "services.falcon_apps.api",
+        "falcon_apps/query": "services.falcon_apps.query",
+        "git": "services.git",
+        "intake": "services.intake",
+    }
     for folder, package in rooms.items():
         others = [p for p in rooms.values() if p != package]
         for path in (root / folder).rglob("*.py"):

@@ -11,6 +11,7 @@ def _app(body):
     def app(environ, start_response):
         start_response("200 OK", [("Content-Type", "text/plain")])
         return [body]
+
     return app
 
 

@@ -30,13 +30,18 @@ PNG = base64.b64decode(
     "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8DwHwAFBQIAX8jx0gAAAABJRU5ErkJggg=="
 )
 SITE_FILES = {
-    "index.html": b"<!doctype html><link rel=stylesheet href=/css/site.css><h1>Home</h1><img src=/img/dot.png>",
+    "index.html": b"<!doctype html><link rel=stylesheet href=/css/site.css>"
+    b"<h1>Home</h1><img src=/img/dot.png>",
     "about/index.html": b"<!doctype html><h1>About</h1>",
     "blog/first-post.html": b"<!doctype html><h1>First post</h1>",
     "css/site.css": b"h1 { color: rebeccapurple }\n",
     "img/dot.png": PNG,
 }
-PAGES = {"/": "index.html", "/about/": "about/index.html", "/blog/first-post.html": "blog/first-post.html"}
+PAGES = {
+    "/": "index.html",
+    "/about/": "about/index.html",
+    "/blog/first-post.html": "blog/first-post.html",
+}
 ASSETS = {"/css/site.css": "css/site.css", "/img/dot.png": "img/dot.png"}
 PORT_NAMES = ("HTTP", "API", "GIT", "QUERY", "INTAKE", "INTAKE_SYSLOG", "PROMETHEUS", "CADDY_ADMIN")
 
@@ -70,10 +75,15 @@ class Stack:
     def ecstatic(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         result = subprocess.run(
             [sys.executable, "-m", "services.cli", *args],
-            env=self.env, capture_output=True, text=True, timeout=240,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=240,
         )
         if check:
-            assert result.returncode == 0, f"ecstatic {' '.join(args)}:\n{result.stdout}\n{result.stderr}"
+            assert result.returncode == 0, (
+                f"ecstatic {' '.join(args)}:\n{result.stdout}\n{result.stderr}"
+            )
         return result
 
     def create_user(self, name: str) -> str:
@@ -84,7 +94,9 @@ class Stack:
         return requests.request(method, self.base + path, headers=headers, timeout=10, **kwargs)
 
     def page(self, host: str, path: str) -> requests.Response:
-        return requests.get(self.base + path, headers={"Host": host, "User-Agent": BROWSER_UA}, timeout=10)
+        return requests.get(
+            self.base + path, headers={"Host": host, "User-Agent": BROWSER_UA}, timeout=10
+        )
 
 
 @pytest.fixture(scope="module")
@@ -100,9 +112,16 @@ def stack(tmp_path_factory):
 
 
 def _git(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "/bin/false",
-           "GIT_CONFIG_NOSYSTEM": "1", "HOME": str(cwd)}
-    result = subprocess.run(["git", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
+    env = {
+        **os.environ,
+        "GIT_TERMINAL_PROMPT": "0",
+        "GIT_ASKPASS": "/bin/false",
+        "GIT_CONFIG_NOSYSTEM": "1",
+        "HOME": str(cwd),
+    }
+    result = subprocess.run(
+        ["git", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=120
+    )
     if check:
         assert result.returncode == 0, f"git {' '.join(args)}:\n{result.stdout}\n{result.stderr}"
     return result
@@ -122,7 +141,16 @@ def source(tmp_path_factory) -> Path:
         path.write_bytes(data)
     _git(repo, "init", "-q", "-b", "main")
     _git(repo, "add", ".")
-    _git(repo, "-c", "user.name=Alice", "-c", "user.email=alice@example.com", "commit", "-qm", "first")
+    _git(
+        repo,
+        "-c",
+        "user.name=Alice",
+        "-c",
+        "user.email=alice@example.com",
+        "commit",
+        "-qm",
+        "first",
+    )
     return repo
 
 
@@ -131,7 +159,9 @@ def _stats(stack: Stack, token: str, site_id: str, kind: str, **params) -> reque
     return stack.api("GET", f"/v1/sites/{site_id}/stats/{kind}?{query}", token)
 
 
-def _wait_for_pageviews(stack: Stack, token: str, site_id: str, expected: int, timeout: float = 15.0) -> dict:
+def _wait_for_pageviews(
+    stack: Stack, token: str, site_id: str, expected: int, timeout: float = 15.0
+) -> dict:
     deadline = time.monotonic() + timeout
     body = {}
     while time.monotonic() < deadline:
@@ -141,7 +171,9 @@ def _wait_for_pageviews(stack: Stack, token: str, site_id: str, expected: int, t
             if body["totals"]["pageviews"] >= expected:
                 return body
         time.sleep(0.5)
-    pytest.fail(f"expected {expected} pageviews within {timeout}s, last answer: {json.dumps(body)[:2000]}")
+    pytest.fail(
+        f"expected {expected} pageviews within {timeout}s, last answer: {json.dumps(body)[:2000]}"
+    )
 
 
 def test_push_serve_count_and_refuse(stack: Stack, source: Path):
@@ -184,24 +216,33 @@ def test_push_serve_count_and_refuse(stack: Stack, source: Path):
     series = _wait_for_pageviews(stack, alice, site["id"], len(PAGES))
     assert series["totals"]["pageviews"] == len(PAGES)
     assert series["totals"]["requests"] == len(PAGES) + len(ASSETS)
-    assert series["totals"]["bytes"] == sum(len(SITE_FILES[n]) for n in {**PAGES, **ASSETS}.values())
+    assert series["totals"]["bytes"] == sum(
+        len(SITE_FILES[n]) for n in {**PAGES, **ASSETS}.values()
+    )
     by_path = _stats(stack, alice, site["id"], "breakdown", dimension="path", period="24h").json()
     pageviews = {row["value"]: row["pageviews"] for row in by_path["results"] if row["pageviews"]}
     assert pageviews == {path: 1 for path in PAGES}
-    browsers = _stats(stack, alice, site["id"], "breakdown", dimension="browser", period="24h").json()
+    browsers = _stats(
+        stack, alice, site["id"], "breakdown", dimension="browser", period="24h"
+    ).json()
     assert [row["value"] for row in browsers["results"]] == ["Chrome"]
 
     # Another user's stats are 404; so are stats without a token.
     assert _stats(stack, bob, site["id"], "timeseries", period="24h").status_code == 404
     assert _stats(stack, "nope", site["id"], "timeseries", period="24h").status_code == 401
-    assert _stats(stack, bob, bobs["id"], "timeseries", period="24h").json()["totals"]["pageviews"] == 0
+    assert (
+        _stats(stack, bob, bobs["id"], "timeseries", period="24h").json()["totals"]["pageviews"]
+        == 0
+    )
 
     # Prometheus scrapes every part, and all are up.
     deadline = time.monotonic() + 30
     while True:
         report = json.loads(stack.ecstatic("status", "--json").stdout)
         jobs = {t["job"]: t["health"] for t in report["targets"]}
-        if set(jobs) >= {"caddy", "api", "git", "intake-query", "prometheus"} and set(jobs.values()) == {"up"}:
+        if set(jobs) >= {"caddy", "api", "git", "intake-query", "prometheus"} and set(
+            jobs.values()
+        ) == {"up"}:
             break
         assert time.monotonic() < deadline, f"targets not all up: {report['targets']}"
         time.sleep(1)
