@@ -16,6 +16,8 @@ def _quickstart(config: Config) -> str:
     api = config.public_url
     site = config.site_url("hello")
     ecstatic = Path(sys.executable).parent / "ecstatic"
+    auth = '-H "Authorization: Bearer $TOKEN"'
+    stats = f"{api}/v1/sites/$SITE/stats"
     return f"""
 Ecstatic is up.
   api, git and query: {api}   (git remotes under {api}/git/)
@@ -34,8 +36,9 @@ Quickstart (copy and paste):
   git -c user.name=me -c user.email=me@example.com commit -qm hello
   git push http://alice:$TOKEN@{api.split("://", 1)[1]}/git/$SITE.git main
   curl {site}
-  curl -H "Authorization: Bearer $TOKEN" \\
-       "{api}/v1/sites/$SITE/stats/timeseries?period=24h&interval=hour"
+  sleep 3   # the intake batches the access log about once a second
+  curl {auth} "{stats}/breakdown?dimension=path&period=24h"
+  curl {auth} "{stats}/timeseries?period=24h&interval=hour"
 `{ecstatic} status` shows every part; `{ecstatic} down` stops them.
 """
 

@@ -223,6 +223,14 @@ class Stack:
                 f"{part.name} is not healthy at {part.health_url} after {timeout:.0f}s; "
                 f"last lines of {self.log_path(part.name)}:\n{self.log_tail(part.name)}"
             )
+        # Healthy is not enough: wait until Prometheus has scraped every part once.
+        while time.monotonic() < deadline:
+            targets = self.prometheus_targets()
+            if targets and all(t["health"] == "up" for t in targets):
+                return
+            time.sleep(0.5)
+        down = [t for t in self.prometheus_targets() if t["health"] != "up"]
+        raise StackError(f"prometheus cannot scrape every part after {timeout:.0f}s: {down}")
 
     def log_path(self, name: str) -> Path:
         """Where a part's output goes."""
