@@ -7,6 +7,8 @@ A process builds only the groups of the rooms it runs, so ``/metrics`` shows wha
 
 from __future__ import annotations
 
+import time
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
 from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
@@ -131,6 +133,9 @@ def make_metrics_app(registry: CollectorRegistry):
     return make_wsgi_app(registry)
 
 
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"})
+
+
 class _MeasuredBody:
     """Wraps a WSGI response body so the request is recorded once it is fully sent."""
 
@@ -146,7 +151,9 @@ class _MeasuredBody:
             if hasattr(self._body, "close"):
                 self._body.close()
         finally:
-            self._record()
+            record, self._record = self._record, None
+            if record is not None:
+                record()
 
 
 def make_measured_app(app, metrics: HttpMetrics, service: str, route_for):
@@ -158,11 +165,12 @@ def make_measured_app(app, metrics: HttpMetrics, service: str, route_for):
         service: the room name used as the ``service`` label.
         route_for: maps a request path to a low-cardinality route template.
     """
-    import time
 
     def measured(environ, start_response):
         started = time.perf_counter()
         status = ["500"]
+        method = environ.get("REQUEST_METHOD", "GET")
+        method = method if method in _METHODS else "OTHER"  # clients choose methods freely
 
         def capture(status_line, headers, exc_info=None):
             status[0] = status_line.split(" ", 1)[0]
@@ -170,17 +178,11 @@ def make_measured_app(app, metrics: HttpMetrics, service: str, route_for):
 
         def record():
             route = route_for(environ.get("PATH_INFO") or "/")
-            metrics.observe(
-                service,
-                route,
-                environ.get("REQUEST_METHOD", "GET"),
-                int(status[0]),
-                time.perf_counter() - started,
-            )
+            metrics.observe(service, route, method, int(status[0]), time.perf_counter() - started)
 
         try:
             body = app(environ, capture)
-        except Exception:
+        except BaseException:
             record()
             raise
         return _MeasuredBody(body, record)

@@ -3,7 +3,7 @@
 ``create_app`` wires already-built collaborators (tests pass fakes); ``build`` makes the
 real ones from the config. Request flow::
 
-    RequestMetrics -> ErrorGuard -> BasicAuth -> GitApp -> dulwich make_wsgi_chain
+    request metrics -> ErrorGuard -> BasicAuth -> GitApp -> dulwich make_wsgi_chain
                                                  (per request: a backend bound to the
                                                   authorised site, with our hooks)
 
@@ -24,7 +24,7 @@ from dulwich.web import make_wsgi_chain
 
 from services.cdn.local import LocalCDN
 from services.core.auth import SiteAuthorizer
-from services.core.metrics import GitMetrics, HttpMetrics
+from services.core.metrics import GitMetrics, HttpMetrics, make_measured_app
 from services.core.runtime import Context, Mount
 
 from .auth import ENV_SITE, ENV_SITE_ID, ENV_TOKEN, Authorizer, BasicAuth
@@ -33,7 +33,7 @@ from .checkout import Limits
 from .deploy import Deployer
 from .hooks import DeployHook, ValidateHook
 from .locks import SiteLocks
-from .middleware import ClosingIterator, ErrorGuard, RequestMetrics
+from .middleware import ClosingIterator, ErrorGuard, route_of
 from .receive import HANDLERS
 from .recorder import ApiDeployRecorder
 
@@ -101,7 +101,7 @@ def create_app(
     """
     app: Any = ErrorGuard(BasicAuth(GitApp(SiteRepos(git_root), deployer), authorizer))
     if http_metrics is not None:
-        app = RequestMetrics(app, http_metrics)
+        app = make_measured_app(app, http_metrics, "git", route_of)
     return app
 
 

@@ -1,21 +1,18 @@
-"""Small WSGI wrappers around the git app: request metrics, error containment, closing."""
+"""Small WSGI wrappers around the git app: route templates, error containment, closing."""
 
 from __future__ import annotations
 
 import logging
 import re
-import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from dulwich.errors import GitProtocolError
 from dulwich.web import ChunkedEncodingError
 
-from services.core.metrics import HttpMetrics
-
 from .auth import text_response
 
-__all__ = ["ClosingIterator", "ErrorGuard", "RequestMetrics", "route_of"]
+__all__ = ["ClosingIterator", "ErrorGuard", "route_of"]
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +24,6 @@ _ROUTES = (
     (re.compile(r"^/git/[^/]+\.git/git-receive-pack$"), "/git/{site}.git/git-receive-pack"),
     (re.compile(r"^/git/[^/]+\.git/"), "/git/{site}.git/{path}"),
 )
-_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"})
 
 # Malformed or truncated input from the client: answered or logged, never a crash.
 CLIENT_ERRORS = (GitProtocolError, ChunkedEncodingError, ValueError, EOFError, ConnectionError)
@@ -124,39 +120,3 @@ class _Guarded:
         close = getattr(self._result, "close", None)
         if close is not None:
             close()
-
-
-class RequestMetrics:
-    """Counts and times every request by route template, like the Falcon rooms do."""
-
-    def __init__(self, app: WSGIApp, metrics: HttpMetrics, service: str = "git"):
-        """Wrap ``app``."""
-        self._app = app
-        self._metrics = metrics
-        self._service = service
-
-    def __call__(
-        self, environ: dict[str, Any], start_response: Callable[..., Any]
-    ) -> Iterable[bytes]:
-        """Serve one request."""
-        started = time.perf_counter()
-        status = {"code": 500}
-        method = environ.get("REQUEST_METHOD", "GET")
-        method = method if method in _METHODS else "OTHER"
-        route = route_of(environ.get("PATH_INFO") or "")
-
-        def recording_start_response(line: str, headers, exc_info=None):
-            status["code"] = int(line.split(" ", 1)[0])
-            return start_response(line, headers, exc_info)
-
-        def observe() -> None:
-            self._metrics.observe(
-                self._service, route, method, status["code"], time.perf_counter() - started
-            )
-
-        try:
-            result = self._app(environ, recording_start_response)
-        except BaseException:
-            observe()
-            raise
-        return ClosingIterator(result, observe)

@@ -12,14 +12,14 @@ from prometheus_client import CollectorRegistry
 
 from services.cdn import LocalCDN
 from services.core.config import Config
-from services.core.metrics import GitMetrics, HttpMetrics
+from services.core.metrics import GitMetrics, HttpMetrics, make_measured_app
 from services.core.runtime import Context
 from services.git.app import build, create_app
 from services.git.backend import SiteBackend, SiteRepos
 from services.git.checkout import Limits
 from services.git.deploy import Deployer
 from services.git.locks import SiteLocks
-from services.git.middleware import ErrorGuard, RequestMetrics, route_of
+from services.git.middleware import ErrorGuard, route_of
 
 SITE_ID = "0123456789abcdef"
 AUTH = "Basic " + base64.b64encode(b"x:good").decode()
@@ -269,7 +269,7 @@ def test_error_guard_ends_a_started_response_quietly():
 
 def test_request_metrics_use_route_templates(app):
     registry = CollectorRegistry()
-    observed = RequestMetrics(app, HttpMetrics(registry))
+    observed = make_measured_app(app, HttpMetrics(registry), "git", route_of)
     env = environ(
         f"/git/{SITE_ID}.git/info/refs", query="service=git-upload-pack", HTTP_AUTHORIZATION=""
     )
