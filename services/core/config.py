@@ -56,6 +56,7 @@ class Config:
     max_deploy_files: int
     auth_cache_seconds: float
     bind_host: str
+    access_log_roll_mb: int
     extra: Mapping[str, str] = field(default_factory=dict)
 
     # -- derived locations: every piece of state lives under ``home`` --
@@ -125,6 +126,7 @@ class Config:
             "ECSTATIC_LOG_LEVEL": self.log_level,
             "ECSTATIC_THREADS": str(self.threads),
             "ECSTATIC_BIND_HOST": self.bind_host,
+            "ECSTATIC_ACCESS_LOG_ROLL_MB": str(self.access_log_roll_mb),
         }
         for name, value in self.ports.items():
             env[f"ECSTATIC_{name.upper()}_PORT"] = str(value)
@@ -212,6 +214,7 @@ class Config:
             auth_cache_seconds=number("ECSTATIC_AUTH_CACHE_SECONDS", 5.0, 0, 3600),
             # Loopback by default: only Caddy listens beyond it. Containers set 0.0.0.0.
             bind_host=env.get("ECSTATIC_BIND_HOST") or "127.0.0.1",
+            access_log_roll_mb=integer("ECSTATIC_ACCESS_LOG_ROLL_MB", 100, 1, 100_000),
         )
         if errors:
             raise ConfigError("invalid configuration:\n  " + "\n  ".join(errors))

@@ -1,0 +1,103 @@
+"""Drive a whole local stack from tests: start it, talk to it as a user, stop it."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import requests
+
+BROWSER_UA = (
+    "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/124.0.0.0 Safari/537.36"
+)
+PORT_NAMES = ("HTTP", "API", "GIT", "QUERY", "INTAKE", "INTAKE_SYSLOG", "PROMETHEUS", "CADDY_ADMIN")
+
+
+def free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+class Stack:
+    """A running stack and the ways a user talks to it."""
+
+    def __init__(self, home: Path, **settings: str):
+        ports = dict(zip(PORT_NAMES, free_ports(len(PORT_NAMES)), strict=True))
+        self.http_port = ports["HTTP"]
+        self.prometheus_port = ports["PROMETHEUS"]
+        self.env = {
+            **os.environ,
+            "ECSTATIC_HOME": str(home),
+            "ECSTATIC_INTAKE_FLUSH_SECONDS": "0.5",
+            **{f"ECSTATIC_{name}_PORT": str(port) for name, port in ports.items()},
+            **settings,
+        }
+        self.base = f"http://127.0.0.1:{self.http_port}"
+
+    def ecstatic(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        result = subprocess.run(
+            [sys.executable, "-m", "services.cli", *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=240,
+        )
+        if check:
+            assert result.returncode == 0, (
+                f"ecstatic {' '.join(args)}:\n{result.stdout}\n{result.stderr}"
+            )
+        return result
+
+    def create_user(self, name: str) -> str:
+        return self.ecstatic("admin", "create-user", name).stdout.strip().splitlines()[-1]
+
+    def api(self, method: str, path: str, token: str, **kwargs) -> requests.Response:
+        headers = {"Authorization": f"Bearer {token}"}
+        return requests.request(method, self.base + path, headers=headers, timeout=10, **kwargs)
+
+    def page(self, host: str, path: str) -> requests.Response:
+        return requests.get(
+            self.base + path, headers={"Host": host, "User-Agent": BROWSER_UA}, timeout=10
+        )
+
+
+def git(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    env = {
+        **os.environ,
+        "GIT_TERMINAL_PROMPT": "0",
+        "GIT_ASKPASS": "/bin/false",
+        "GIT_CONFIG_NOSYSTEM": "1",
+        "HOME": str(cwd),
+    }
+    result = subprocess.run(
+        ["git", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=120
+    )
+    if check:
+        assert result.returncode == 0, f"git {' '.join(args)}:\n{result.stdout}\n{result.stderr}"
+    return result
+
+
+def _with_token(git_url: str, token: str, user: str = "x") -> str:
+    scheme, rest = git_url.split("://", 1)
+    return f"{scheme}://{user}:{token}@{rest}"
+
+
+def with_token(git_url: str, token: str, user: str = "x") -> str:
+    """The git URL with the token as the HTTP Basic password."""
+    scheme, rest = git_url.split("://", 1)
+    return f"{scheme}://{user}:{token}@{rest}"
+
+
+def stats(stack: Stack, token: str, site_id: str, kind: str, **params) -> requests.Response:
+    query = "&".join(f"{k}={v}" for k, v in params.items())
+    return stack.api("GET", f"/v1/sites/{site_id}/stats/{kind}?{query}", token)
