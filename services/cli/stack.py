@@ -130,7 +130,7 @@ def supervisord_config(config: Config) -> str:
         command = " ".join(_quote(arg) for arg in part.command)
         sections.append(
             f"\n[program:{part.name}]\ncommand={command}\ndirectory={config.home}\n"
-            f"autostart=true\nautorestart=true\nstartsecs=1\nstartretries=10\n"
+            f"autostart=true\nautorestart=true\nstartsecs=1\nstartretries=3\n"
             f"stopsignal=TERM\nstopwaitsecs={part.stop_seconds}\nstopasgroup=true\nkillasgroup=true\n"
             f"redirect_stderr=true\nstdout_logfile={logs / (part.name + '.log')}\n"
             f"stdout_logfile_maxbytes=20MB\nstdout_logfile_backups=3\n"
@@ -216,6 +216,14 @@ class Stack:
         while pending and time.monotonic() < deadline:
             pending = [p for p in pending if not healthy(p.health_url)]
             if pending:
+                # supervisord gives up on a part that keeps crashing: no use waiting on.
+                states = self.states()
+                for part in pending:
+                    if states.get(part.name) == "FATAL":
+                        raise StackError(
+                            f"{part.name} keeps exiting (supervisord gave up on it); last lines "
+                            f"of {self.log_path(part.name)}:\n{self.log_tail(part.name)}"
+                        )
                 time.sleep(0.5)
         if pending:
             part = pending[0]
