@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import base64
 import json
+import socket
 import time
 from pathlib import Path
 
 import pytest
 import requests
 
-from .stackdriver import Stack, git, stats, with_token
+from .stackdriver import BROWSER_UA, Stack, git, stats, with_token
 
 pytestmark = pytest.mark.integration
 
@@ -174,3 +175,54 @@ def test_push_serve_count_and_refuse(stack: Stack, source: Path):
     stack.ecstatic("up", "--timeout", "120")  # waits until every part is healthy again
     series = _wait_for_pageviews(stack, alice, site["id"], 2 * len(PAGES))
     assert series["totals"]["pageviews"] == 2 * len(PAGES)
+
+
+def test_bunny_syslog_records_reach_the_stats(stack: Stack):
+    """A CDN forwarding Bunny JSON logs over TCP syslog: records land, garbage does not."""
+    token = stack.create_user("dana")
+    site = stack.api("POST", "/v1/sites", token, json={"name": "on-bunny"}).json()
+    now_ms = int(time.time() * 1000)
+
+    def record(path: str, request_id: str) -> bytes:
+        body = {
+            "PullZoneId": 1,
+            "Host": "on-bunny.localhost",
+            "PathAndQuery": path,
+            "Status": 200,
+            "BytesSent": 1234,
+            "Timestamp": now_ms,
+            "UserAgent": BROWSER_UA,
+            "Referer": "",
+            "RemoteIp": "203.0.113.0",
+            "Country": "DE",
+            "RequestId": request_id,
+            "Cached": True,
+            "HeaderRange": "",
+        }
+        return json.dumps(body).encode()
+
+    frames = [
+        b"<165>1 2026-01-01T00:00:00.000Z edge bunny - log - " + record("/a/", "r1") + b"\n",
+        b"this is not a log line\n",
+        record("/b.html?x=1", "r2") + b"\n",
+        b"<165>1 2026-01-01T00:00:00.000Z edge bunny - log - " + record("/a/", "r1") + b"\n",
+    ]
+    port = int(stack.env["ECSTATIC_INTAKE_SYSLOG_PORT"])
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
+        connection.sendall(b"".join(frames))
+
+    deadline = time.monotonic() + 15
+    while True:
+        answer = stats(stack, token, site["id"], "breakdown", dimension="path", period="24h")
+        rows = {row["value"]: row["pageviews"] for row in answer.json()["results"]}
+        if rows or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    time.sleep(1.5)  # a duplicate of r1, if it were stored, would arrive with the rest
+    answer = stats(stack, token, site["id"], "breakdown", dimension="path", period="24h")
+    assert {row["value"]: row["pageviews"] for row in answer.json()["results"]} == {
+        "/a/": 1,
+        "/b.html": 1,
+    }
+    countries = stats(stack, token, site["id"], "breakdown", dimension="country", period="24h")
+    assert [row["value"] for row in countries.json()["results"]] == ["DE"]
