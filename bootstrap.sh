@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-APT_PACKAGES=(caddy prometheus git curl ca-certificates python3 python3-venv python3-dev gcc)
+APT_PACKAGES=(caddy prometheus git curl ca-certificates python3 python3-venv python3-dev gcc chromium)
 VENV=.venv
 
 say() { printf '==> %s\n' "$*" >&2; }
