@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import requests
@@ -43,6 +45,7 @@ class Stack:
             **settings,
         }
         self.base = f"http://127.0.0.1:{self.http_port}"
+        self.up_output = ""
 
     def ecstatic(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         result = subprocess.run(
@@ -101,3 +104,29 @@ def with_token(git_url: str, token: str, user: str = "x") -> str:
 def stats(stack: Stack, token: str, site_id: str, kind: str, **params) -> requests.Response:
     query = "&".join(f"{k}={v}" for k, v in params.items())
     return stack.api("GET", f"/v1/sites/{site_id}/stats/{kind}?{query}", token)
+
+
+@contextlib.contextmanager
+def running_stack(home: Path, **settings: str) -> Iterator[Stack]:
+    """A stack brought up with ``ecstatic up`` in ``home``, and always brought down."""
+    stack = Stack(home, **settings)
+    up = stack.ecstatic("up", "--timeout", "180", check=False)
+    try:
+        assert up.returncode == 0, f"ecstatic up failed:\n{up.stdout}\n{up.stderr}"
+        stack.up_output = up.stdout
+        yield stack
+    finally:
+        stack.ecstatic("down", check=False)
+
+
+def make_repo(directory: Path, files: dict[str, bytes], author: str = "Alice") -> Path:
+    """A git repository in ``directory`` with ``files`` committed on ``main``."""
+    for name, data in files.items():
+        path = directory / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    git(directory, "init", "-q", "-b", "main")
+    git(directory, "add", ".")
+    identity = ("-c", f"user.name={author}", "-c", f"user.email={author.lower()}@example.com")
+    git(directory, *identity, "commit", "-qm", "site")
+    return directory

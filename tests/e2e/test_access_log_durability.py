@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from .stackdriver import BROWSER_UA, Stack, git, stats, with_token
+from .stackdriver import BROWSER_UA, Stack, git, make_repo, running_stack, stats, with_token
 
 pytestmark = pytest.mark.integration
 
@@ -23,24 +23,15 @@ PADDING = "p=" + "x" * 3000
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    stack = Stack(tmp_path_factory.mktemp("home"), ECSTATIC_ACCESS_LOG_ROLL_MB="1")
-    up = stack.ecstatic("up", "--timeout", "180", check=False)
-    try:
-        assert up.returncode == 0, f"ecstatic up failed:\n{up.stdout}\n{up.stderr}"
+    with running_stack(tmp_path_factory.mktemp("home"), ECSTATIC_ACCESS_LOG_ROLL_MB="1") as stack:
         yield stack
-    finally:
-        stack.ecstatic("down", check=False)
 
 
 @pytest.fixture(scope="module")
 def site(stack, tmp_path_factory):
     token = stack.create_user("carol")
     site = stack.api("POST", "/v1/sites", token, json={"name": "rolling"}).json()
-    repo = tmp_path_factory.mktemp("rolling")
-    (repo / "index.html").write_text("<h1>rolling</h1>")
-    git(repo, "init", "-q", "-b", "main")
-    git(repo, "add", ".")
-    git(repo, "-c", "user.name=C", "-c", "user.email=c@example.com", "commit", "-qm", "one")
+    repo = make_repo(tmp_path_factory.mktemp("rolling"), {"index.html": b"<h1>rolling</h1>"})
     git(repo, "push", with_token(site["git_url"], token), "main")
     return {"token": token, "id": site["id"], "host": "rolling.localhost"}
 

@@ -26,7 +26,7 @@ from urllib.parse import urljoin
 
 import pytest
 
-from .stackdriver import Stack, git, stats, with_token
+from .stackdriver import Stack, git, make_repo, running_stack, stats, with_token
 
 pytestmark = pytest.mark.integration
 
@@ -108,13 +108,8 @@ ASSETS = ("/css/site.css", "/img/dot.png")
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    stack = Stack(tmp_path_factory.mktemp("home"))
-    up = stack.ecstatic("up", "--timeout", "180", check=False)
-    try:
-        assert up.returncode == 0, f"ecstatic up failed:\n{up.stdout}\n{up.stderr}"
+    with running_stack(tmp_path_factory.mktemp("home")) as stack:
         yield stack
-    finally:
-        stack.ecstatic("down", check=False)
 
 
 @pytest.fixture(scope="module")
@@ -123,14 +118,7 @@ def site(stack, tmp_path_factory) -> dict:
     created = stack.api("POST", "/v1/sites", token, json={"name": "browser-visit"})
     assert created.status_code == 201, created.text
     site = created.json()
-    repo = tmp_path_factory.mktemp("browser-site")
-    for name, data in SITE_FILES.items():
-        path = repo / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
-    git(repo, "init", "-q", "-b", "main")
-    git(repo, "add", ".")
-    git(repo, "-c", "user.name=Dora", "-c", "user.email=dora@example.com", "commit", "-qm", "one")
+    repo = make_repo(tmp_path_factory.mktemp("browser-site"), SITE_FILES, "Dora")
     git(repo, "push", with_token(site["git_url"], token), "main")
     assert site["url"] == f"http://browser-visit.localhost:{stack.http_port}/", site["url"]
     return {"token": token, "id": site["id"], "url": site["url"]}

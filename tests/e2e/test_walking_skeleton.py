@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from .stackdriver import BROWSER_UA, Stack, git, stats, with_token
+from .stackdriver import BROWSER_UA, Stack, git, make_repo, running_stack, stats, with_token
 
 pytestmark = pytest.mark.integration
 
@@ -42,36 +42,14 @@ ASSETS = {"/css/site.css": "css/site.css", "/img/dot.png": "img/dot.png"}
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    stack = Stack(tmp_path_factory.mktemp("home"))
-    up = stack.ecstatic("up", "--timeout", "180", check=False)
-    try:
-        assert up.returncode == 0, f"ecstatic up failed:\n{up.stdout}\n{up.stderr}"
-        assert "Quickstart" in up.stdout
+    with running_stack(tmp_path_factory.mktemp("home")) as stack:
+        assert "Quickstart" in stack.up_output
         yield stack
-    finally:
-        stack.ecstatic("down", check=False)
 
 
 @pytest.fixture(scope="module")
 def source(tmp_path_factory) -> Path:
-    repo = tmp_path_factory.mktemp("source")
-    for name, data in SITE_FILES.items():
-        path = repo / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
-    git(repo, "init", "-q", "-b", "main")
-    git(repo, "add", ".")
-    git(
-        repo,
-        "-c",
-        "user.name=Alice",
-        "-c",
-        "user.email=alice@example.com",
-        "commit",
-        "-qm",
-        "first",
-    )
-    return repo
+    return make_repo(tmp_path_factory.mktemp("source"), SITE_FILES)
 
 
 def _wait_for_pageviews(
