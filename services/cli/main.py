@@ -31,14 +31,14 @@ Quickstart (copy and paste):
   SITE=$(curl -s -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \\
          -d '{{"name":"hello"}}' {api}/v1/sites \\
          | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
-  mkdir -p /tmp/hello && cd /tmp/hello && echo '<h1>Hello from Ecstatic</h1>' > index.html
+  mkdir -p hello && cd hello && echo '<h1>Hello from Ecstatic</h1>' > index.html
   git init -q -b main && git add .
   git -c user.name=me -c user.email=me@example.com commit -qm hello
   git push http://alice:$TOKEN@{api.split("://", 1)[1]}/git/$SITE.git main
-  curl {site}
-  sleep 3   # the intake batches the access log about once a second
-  curl {auth} "{stats}/breakdown?dimension=path&period=24h"
-  curl {auth} "{stats}/timeseries?period=24h&interval=hour"
+  curl {site}    # or open it in a browser
+  sleep 3        # the intake batches the access log about once a second
+  # curl counts as a bot (browsers do not), and bots are left out unless asked for:
+  curl {auth} "{stats}/breakdown?dimension=path&period=24h&bots=include"
 `{ecstatic} status` shows every part; `{ecstatic} down` stops them.
 """
 
