@@ -130,3 +130,22 @@ def make_repo(directory: Path, files: dict[str, bytes], author: str = "Alice") -
     identity = ("-c", f"user.name={author}", "-c", f"user.email={author.lower()}@example.com")
     git(directory, *identity, "commit", "-qm", "site")
     return directory
+
+
+def listening_addresses(port: int) -> set[str]:
+    """Local addresses with a TCP socket listening on ``port``, read from /proc/net."""
+    found = set()
+    for table, width in (("/proc/net/tcp", 8), ("/proc/net/tcp6", 32)):
+        with open(table) as lines:
+            next(lines)
+            for line in lines:
+                local, state = line.split()[1], line.split()[3]
+                address, _, hex_port = local.partition(":")
+                if state == "0A" and int(hex_port, 16) == port:  # 0A: LISTEN
+                    raw = bytes.fromhex(address)
+                    # /proc prints each 32-bit word in host (little-endian) order
+                    words = [raw[i : i + 4][::-1] for i in range(0, len(raw), 4)]
+                    packed = b"".join(words)
+                    family = socket.AF_INET if width == 8 else socket.AF_INET6
+                    found.add(socket.inet_ntop(family, packed))
+    return found

@@ -16,7 +16,17 @@ from pathlib import Path
 import pytest
 import requests
 
-from .stackdriver import BROWSER_UA, Stack, git, make_repo, running_stack, stats, with_token
+from .stackdriver import (
+    BROWSER_UA,
+    PORT_NAMES,
+    Stack,
+    git,
+    listening_addresses,
+    make_repo,
+    running_stack,
+    stats,
+    with_token,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -140,6 +150,15 @@ def test_push_serve_count_and_refuse(stack: Stack, source: Path):
         time.sleep(1)
     assert all(part["healthy"] for part in report["parts"]), report["parts"]
     assert report["api_url"] and report["git_url"] and report["query_url"]
+
+    # Only Caddy's public port listens beyond loopback.
+    for name in PORT_NAMES:
+        port = int(stack.env[f"ECSTATIC_{name}_PORT"])
+        addresses = listening_addresses(port)
+        if name == "HTTP":
+            assert addresses and addresses <= {"0.0.0.0", "::"}, (name, addresses)
+        else:
+            assert addresses == {"127.0.0.1"}, (name, addresses)
 
     # The site keeps serving with every Ecstatic service stopped...
     stack.ecstatic("stop", "api", "git", "intake-query")
