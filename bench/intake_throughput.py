@@ -581,7 +581,7 @@ def measure(
         cold = Enricher(FixedSalts(), agents_cold)
         clear_device_detector_cache()
         times["enrich_cold"].append(timed(lambda: run_enrich(lines, cold)))
-        if agents_cold.parse.cache_info().misses != distinct_agents:
+        if agents_cold.cache_info().misses != distinct_agents:
             raise AssertionError("the cold run did not see each distinct UA exactly once")
         misses.append(agents_cold.miss_seconds)
     if clickhouse:

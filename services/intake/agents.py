@@ -56,10 +56,19 @@ class AgentParser:
         self._detect = detect
         # device-detector shares parser objects between calls: one parse at a time.
         self._lock = threading.Lock()
-        self.parse = lru_cache(maxsize=cache_size)(self._parse)
+        self._cached = lru_cache(maxsize=cache_size)(self._parse)
 
-    def _parse(self, user_agent: str) -> Agent:
-        sample = user_agent[:_PARSE_CHARS]
+    def parse(self, user_agent: str) -> Agent:
+        """The browser, OS, device and bot verdict of a user agent."""
+        # Only the first characters are parsed, so only they key the cache: a client
+        # sending huge distinct user agents cannot make the cache hold them whole.
+        return self._cached(user_agent[:_PARSE_CHARS])
+
+    def cache_info(self):
+        """Hits and misses of the user-agent cache (``functools.lru_cache`` statistics)."""
+        return self._cached.cache_info()
+
+    def _parse(self, sample: str) -> Agent:
         with self._lock:
             found = self._detect(sample)
             dd_bot = bool(found.is_bot())

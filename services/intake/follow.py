@@ -253,9 +253,15 @@ class Follower:
                 cur.handle.close()
             if _inode(self._path) is None:
                 return None  # wait: the file we were reading may yet appear
+            # The file we were in is gone (deleted by the roller while we were down): every
+            # rolled file still here came after it, so none of them has been read yet.
+            rotated = self._rotated()
+            start = rotated[0] if rotated else self._path
             log.warning(
-                "saved position not found, starting the live file", extra={"file": self._path.name}
+                "saved position not found, starting from the oldest file",
+                extra={"file": start.name},
             )
+            return self._open(start, 0)
         return self._open(self._path, 0)
 
     def _next_file(self, cur: _File) -> _File | None:

@@ -61,6 +61,16 @@ def _field(obj: dict, key: str, kind: type | tuple[type, ...], default=None):
         raise InvalidLine("missing_field")
     if isinstance(value, bool) or not isinstance(value, kind):
         raise InvalidLine("bad_type")
+    return _encodable(value) if isinstance(value, str) else value
+
+
+def _encodable(value: str) -> str:
+    # JSON escapes can carry lone surrogates (e.g. "\ud800"), which no UTF-8 column
+    # accepts: refuse the line here rather than poison a whole insert batch later.
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidLine("bad_encoding") from None
     return value
 
 
@@ -100,7 +110,7 @@ def _str(value) -> str:
     if value is None:
         return ""
     if isinstance(value, str):
-        return value
+        return _encodable(value)
     raise InvalidLine("bad_type")
 
 
@@ -193,6 +203,8 @@ def _number(text: str, low: int, high: int) -> int:
     text = text.strip()
     if not text.isascii() or not text.isdigit():
         raise InvalidLine("bad_type")
+    if len(text) > 19:  # beyond any int64, and int() refuses very long digit strings
+        raise InvalidLine("bad_value")
     return _int(int(text), low, high)
 
 

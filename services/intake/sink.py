@@ -7,6 +7,10 @@ so a file offset only moves past lines whose rows are in ClickHouse. A row-less
 entry is a marker (an invalid line, a file switch): it commits with its batch.
 A failed insert keeps the batch at the head and is retried with backoff; while rows
 pile up past ``max_buffered`` producers wait, which stops them reading.
+
+One bad row must not stall every row behind it: when encoding a batch fails (a value no
+column can hold), the batch is halved and retried at once until the row fails alone,
+and that row is counted and dropped. Errors from the storage itself never drop rows.
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ __all__ = ["Sink", "Entry"]
 log = logging.getLogger(__name__)
 
 Commit = Callable[[Any], None]
+# Errors clickhouse-connect raises while serialising a row, i.e. the data's fault.
+_ROW_ERRORS = (ValueError, TypeError, OverflowError)
 Entry = tuple[tuple | None, Commit, Any]
 
 
@@ -43,6 +49,8 @@ class Sink:
     ):
         self._insert = insert
         self._metrics = metrics
+        self._limit = batch_rows  # rows per attempt; halved while hunting a bad row
+        self._retry_now = False
         self._batch_rows = batch_rows
         self._flush_seconds = flush_seconds
         self._max_buffered = max_buffered or max(4 * batch_rows, 10_000)
@@ -107,7 +115,11 @@ class Sink:
                 not self._entries or self._clock() >= self._deadline
             ):
                 break
-            if delay:
+            if delay and self._closing.is_set():
+                # Stopping: still back off (a failing storage must not be hammered), but
+                # never past the deadline.
+                await asyncio.sleep(max(0.0, min(delay, self._deadline - self._clock())))
+            elif delay:
                 # Backing off: only a stop cuts the wait short, not more rows arriving.
                 await self._wait(self._closing, delay)
             elif self._deadline is None:
@@ -115,8 +127,12 @@ class Sink:
                 self._wake.clear()
             if not self._entries:
                 continue
+            self._retry_now = False
             ok = await self._flush_batch()
-            delay = 0.0 if ok else min(max(delay * 2, self._backoff[0]), self._backoff[1])
+            if ok or self._retry_now:
+                delay = 0.0
+            else:
+                delay = min(max(delay * 2, self._backoff[0]), self._backoff[1])
         if self._entries:
             log.warning("intake stopped with rows not stored", extra={"rows": self._rows})
 
@@ -124,7 +140,7 @@ class Sink:
         count = rows = 0
         for row, _, _ in self._entries:
             if row is not None:
-                if rows == self._batch_rows:
+                if rows == self._limit:
                     break
                 rows += 1
             count += 1
@@ -134,7 +150,17 @@ class Sink:
             started = time.perf_counter()
             try:
                 await asyncio.to_thread(self._insert, payload)
-            except Exception as exc:  # noqa: BLE001 - any storage error: keep the rows, retry
+            except _ROW_ERRORS as exc:
+                # Raised while encoding rows, before anything is sent: some row cannot be
+                # stored at all. Halve until it stands alone, then drop just that row.
+                self._metrics.insert_failures.inc()
+                if len(payload) > 1:
+                    self._limit = max(1, len(payload) // 2)
+                    self._retry_now = True
+                    return False
+                log.error("row cannot be stored; dropped", extra={"error": repr(exc)[:300]})
+                self._metrics.lines_invalid.labels("storage", "unstorable_row").inc()
+            except Exception as exc:  # noqa: BLE001 - storage trouble: keep the rows, retry
                 self._metrics.insert_failures.inc()
                 if self._failing_since is None:
                     self._failing_since = self._clock()
@@ -142,13 +168,15 @@ class Sink:
                     "insert failed", extra={"rows": len(payload), "error": type(exc).__name__}
                 )
                 return False
-            self._metrics.insert_duration.observe(time.perf_counter() - started)
-            self._metrics.rows_inserted.inc(len(payload))
-            self._metrics.last_insert.set_to_current_time()
+            else:
+                self._metrics.insert_duration.observe(time.perf_counter() - started)
+                self._metrics.rows_inserted.inc(len(payload))
+                self._metrics.last_insert.set_to_current_time()
         self._failing_since = None
+        self._limit = self._batch_rows
         for _ in range(count):
             self._entries.popleft()
-        self._rows -= len(payload)
+        self._rows -= sum(row is not None for row, _, _ in batch)
         self._metrics.buffered_rows.set(self._rows)
         self._space.set()
         self._commit(batch)

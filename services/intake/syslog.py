@@ -124,6 +124,10 @@ class SyslogServer:
             except InvalidLine as exc:
                 self._metrics.lines_invalid.labels(SOURCE, exc.reason).inc()
                 continue
+            except Exception:  # noqa: BLE001 - a parser bug must cost one frame, not the batch
+                log.exception("syslog frame could not be parsed")
+                self._metrics.lines_invalid.labels(SOURCE, "parse_error").inc()
+                continue
             if line.request_id and self._recent.seen(line.request_id):
                 self._metrics.lines_invalid.labels(SOURCE, "duplicate").inc()
                 continue

@@ -207,6 +207,22 @@ def test_agent_cache_parses_each_ua_once():
     assert calls == [CHROME]
 
 
+def test_agent_cache_keeps_only_the_parsed_prefix():
+    seen = []
+    real = AgentParser()
+
+    def detect(ua):
+        seen.append(len(ua))
+        return real._detect(ua)
+
+    agents = AgentParser(detect=detect)
+    # Huge user agents that differ only past the parsed prefix share one cache entry.
+    for tail in ("a", "b", "c"):
+        agents.parse(CHROME + " " * 2000 + tail * 60_000)
+    assert seen == [1024]
+    assert agents.cache_info().currsize == 1
+
+
 def test_generic_names_are_not_browsers(agents):
     assert agents.parse("hello-random-junk-42/1.0").browser == ""
     assert agents.parse("x" * 5000).browser == ""

@@ -354,3 +354,35 @@ def test_rotated_file_ending_without_newline_is_counted_and_passed(tmp_path, met
 
     run(scenario)
     assert h.process.invalid == ["partial_line"]
+
+
+def test_file_deleted_by_the_roller_while_stopped_resumes_at_the_oldest_rolled(tmp_path, metrics):
+    first = Harness(tmp_path)
+    append(first.path, "a0")
+
+    async def one():
+        await first.start(metrics)
+        await until(lambda: first.saved() is not None)
+        await first.stop()
+
+    run(one)
+    append(first.path, "a1")
+    rotate(first.path, "2026-01-01T00-00-00.000")
+    # roll_keep exceeded: the file holding the saved position is deleted
+    (first.dir / "access-2026-01-01T00-00-00.000.log").unlink()
+    append(first.path, "b0")
+    rotate(first.path, "2026-01-01T00-00-01.000")
+    append(first.path, "c0")
+    rotate(first.path, "2026-01-01T00-00-02.000")
+    append(first.path, "d0")
+    second = Harness(tmp_path)
+
+    async def two():
+        await second.start(metrics)
+        await until(lambda: len(second.store.rows) >= 3)
+        await asyncio.sleep(0.1)
+        await second.stop()
+
+    run(two)
+    # a1 went with the deleted file; everything still on disk is read, in order
+    assert second.store.rows == ["b0", "c0", "d0"]

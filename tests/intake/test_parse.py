@@ -407,3 +407,19 @@ def test_bunny_pipe_round_trip(line):
     )
     parsed = parse_bunny(pipe)
     assert parsed == line
+
+
+def test_lone_surrogates_are_refused_not_stored():
+    bunny = json.dumps({**BUNNY_RECORD, "PathAndQuery": "/x\ud800"})
+    caddy_line = caddy(request={"uri": "/\udfff"})
+    for parse, line in ((parse_bunny, bunny), (parse_caddy, caddy_line)):
+        with pytest.raises(InvalidLine) as caught:
+            parse(line.encode())
+        assert caught.value.reason == "bad_encoding"
+
+
+def test_huge_numbers_in_pipe_lines_are_invalid_not_a_crash():
+    line = "HIT|200|" + "9" * 5000 + "|412|390|1.2.3.0|-|https://a.b/x|WA|curl/8|rid|DE"
+    with pytest.raises(InvalidLine) as caught:
+        parse_bunny(line.encode())
+    assert caught.value.reason == "bad_value"

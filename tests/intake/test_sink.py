@@ -186,3 +186,82 @@ def test_commit_callback_error_does_not_break_the_sink(metrics):
 
     run(scenario)
     assert store.batches == [[(1,)], [(2,)]]
+
+
+class PickyStore:
+    """Refuses to encode any batch holding a row with a lone surrogate, as the driver does."""
+
+    def __init__(self):
+        self.batches = []
+        self.attempts = 0
+
+    def insert(self, rows):
+        self.attempts += 1
+        for row in rows:
+            row[0].encode("utf-8")  # raises UnicodeEncodeError, a ValueError
+        self.batches.append(list(rows))
+
+
+def test_one_unstorable_row_is_dropped_and_the_rest_stored(metrics, sample):
+    store, c = PickyStore(), Committer()
+    rows = [(f"ok{i}",) for i in range(7)]
+    rows.insert(4, ("bad\ud800",))
+
+    async def scenario():
+        sink = Sink(store.insert, metrics, batch_rows=8, flush_seconds=0.01)
+        task = asyncio.create_task(sink.run())
+        await sink.add([(row, c.commit, i) for i, row in enumerate(rows)])
+        await until(lambda: c.tokens and c.tokens[-1] == 7)
+        sink.close(time.monotonic() + 1)
+        await task
+
+    run(scenario)
+    stored = [row for batch in store.batches for row in batch]
+    assert stored == [row for row in rows if row[0] != "bad\ud800"]
+    assert (
+        sample("ecstatic_intake_lines_invalid_total", source="storage", reason="unstorable_row")
+        == 1
+    )
+    assert sample("ecstatic_intake_rows_inserted_total") == 7
+    assert sample("ecstatic_intake_buffered_rows") == 0
+    assert store.attempts < 12  # halving, not row by row
+
+
+def test_storage_errors_never_drop_rows(metrics, sample):
+    store, c = Store(failures=3), Committer()
+
+    async def scenario():
+        sink = Sink(store.insert, metrics, batch_rows=4, flush_seconds=0.01, backoff=(0.01, 0.02))
+        task = asyncio.create_task(sink.run())
+        await sink.add([((i,), c.commit, i) for i in range(4)])
+        await until(lambda: c.tokens)
+        sink.close(time.monotonic() + 1)
+        await task
+
+    run(scenario)
+    assert store.batches == [[(0,), (1,), (2,), (3,)]]
+    assert (
+        sample("ecstatic_intake_lines_invalid_total", source="storage", reason="unstorable_row")
+        == 0
+    )
+
+
+def test_backoff_holds_while_stopping(metrics):
+    attempts = []
+
+    def insert(rows):
+        attempts.append(time.monotonic())
+        raise ConnectionError("clickhouse down")
+
+    async def scenario():
+        sink = Sink(insert, metrics, flush_seconds=0.01, backoff=(0.3, 30))
+        task = asyncio.create_task(sink.run())
+        await sink.add([(("row",), lambda token: None, 1)])
+        await until(lambda: attempts)
+        before = len(attempts)
+        sink.close(time.monotonic() + 1.0)
+        await task
+        return len(attempts) - before
+
+    during_stop = asyncio.run(asyncio.wait_for(scenario(), 20))
+    assert during_stop <= 4, f"{during_stop} attempts in a 1 s stop window"

@@ -117,3 +117,33 @@ def test_recent_ids_is_bounded():
     assert not recent.seen("c")  # evicts b, the least recently seen
     assert not recent.seen("b")
     assert recent.seen("c")
+
+
+def test_a_frame_that_breaks_the_parser_costs_only_that_frame(metrics, sample, monkeypatch):
+    from services.intake import syslog as syslog_module
+
+    real = syslog_module.parse_bunny
+
+    def flaky(frame):
+        if b"boom" in frame:
+            raise ValueError("a parser bug")
+        return real(frame)
+
+    monkeypatch.setattr(syslog_module, "parse_bunny", flaky)
+    accept = FakeAccept()
+
+    async def scenario():
+        server = SyslogServer(accept, metrics, "127.0.0.1", 0)
+        await server.start()
+        _, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(record("r1") + b"\n" + record("boom") + b"\n" + record("r2") + b"\n")
+        await writer.drain()
+        await eventually(lambda: len(accept.lines) == 2)
+        writer.write(record("r3") + b"\n")
+        await writer.drain()
+        await eventually(lambda: len(accept.lines) == 3)  # the connection is still open
+        await server.stop()
+
+    asyncio.run(scenario())
+    assert [line.request_id for line in accept.lines] == ["r1", "r2", "r3"]
+    assert sample("ecstatic_intake_lines_invalid_total", source="bunny", reason="parse_error") == 1
