@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 import threading
 import time
@@ -24,6 +25,7 @@ from .errors import NotFound, Unauthorized, Unavailable
 __all__ = ["new_token", "hash_token", "tokens_equal", "bearer_token", "SiteAuthorizer"]
 
 TOKEN_PREFIX = "ecs_"
+_TOKEN_CHARS = re.compile(r"[A-Za-z0-9_-]{1,256}\Z")
 
 
 def new_token() -> str:
@@ -91,6 +93,9 @@ class SiteAuthorizer:
         """
         if not token:
             raise Unauthorized("missing token")
+        if not _TOKEN_CHARS.match(token):
+            # Not a token we could have issued; also keeps odd bytes out of HTTP headers.
+            raise Unauthorized("invalid token")
         key = (hash_token(token), site_id)
         now = self._clock()
         with self._lock:

@@ -14,6 +14,8 @@ __all__ = ["install", "create_base_app", "MetricsMiddleware"]
 
 log = logging.getLogger(__name__)
 
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
 _STATUS = {
     errors.BadRequest: falcon.HTTPBadRequest,
     errors.Unauthorized: falcon.HTTPUnauthorized,
@@ -65,7 +67,8 @@ class MetricsMiddleware:
         route = req.uri_template or "unmatched"
         status = int(str(resp.status).split()[0]) if resp.status else 200
         elapsed = time.perf_counter() - req.context.get("started", time.perf_counter())
-        self._metrics.observe(self._service, route, req.method, status, elapsed)
+        method = req.method if req.method in _METHODS else "OTHER"  # clients pick methods
+        self._metrics.observe(self._service, route, method, status, elapsed)
 
 
 def install(app: falcon.App) -> falcon.App:

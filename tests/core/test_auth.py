@@ -77,3 +77,11 @@ def test_authorizer_maps_answers_and_caches():
     auth.site("good", "s1")
     assert len(session.calls) == 5  # expired entry asked again
     assert session.calls[0][0] == "http://api/v1/sites/s1"
+
+
+@pytest.mark.parametrize("token", ["a\nb", "€uro", "a b", "x" * 300])
+def test_authorizer_refuses_impossible_tokens_without_asking(token):
+    session = FakeSession({})
+    with pytest.raises(Unauthorized):
+        SiteAuthorizer("http://api", session=session).site(token, "s1")
+    assert session.calls == []

@@ -195,6 +195,16 @@ def test_missing_or_bad_token_is_401(client, store, authorization):
     assert store.calls == []
 
 
+def test_no_token_is_401_before_any_parameter_is_judged(client, store):
+    resp = client.simulate_get(
+        "/v1/sites/not-a-site/stats/breakdown",
+        query_string="dimension=nope&period=1y",
+        headers={"Authorization": ""},
+    )
+    assert resp.status_code == 401
+    assert store.calls == []
+
+
 @pytest.mark.parametrize("site", [OTHER_SITE, "00000000000000aa"])
 def test_someone_elses_or_missing_site_is_404(client, store, site):
     for endpoint, params in (("timeseries", {}), ("breakdown", {"dimension": "os"})):

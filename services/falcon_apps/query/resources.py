@@ -10,6 +10,7 @@ from zoneinfo import ZoneInfo
 import falcon
 
 from services.core.auth import bearer_token
+from services.core.errors import Unauthorized
 
 from .params import parse_breakdown, parse_timeseries
 from .store import METRICS, StatsStore
@@ -25,9 +26,17 @@ class Authorizer(Protocol):
         """The site as the token's user sees it; raises Unauthorized/NotFound/Unavailable."""
 
 
-def _authorize(authorizer: Authorizer, req: falcon.Request, site_id: str) -> None:
+def _token(req: falcon.Request) -> str:
+    # Checked before the parameters, so a caller without a token always learns that first.
+    token = bearer_token(req.get_header("Authorization"))
+    if token is None:
+        raise Unauthorized("missing token: send Authorization: Bearer TOKEN")
+    return token
+
+
+def _authorize(authorizer: Authorizer, token: str, site_id: str) -> None:
     # Not the caller's site and no such site both come back as NotFound (404).
-    authorizer.site(bearer_token(req.get_header("Authorization")), site_id)
+    authorizer.site(token, site_id)
 
 
 def _range(clock: Callable[[], datetime], interval: str, count: int, tz: str) -> Timeline:
@@ -46,8 +55,9 @@ class Timeseries(_Stats):
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, site_id: str) -> None:
         """Answer the timeseries of one site."""
+        token = _token(req)
         query = parse_timeseries(site_id, req.params)
-        _authorize(self._authorizer, req, query.site_id)
+        _authorize(self._authorizer, token, query.site_id)
         span = _range(self._clock, query.interval, query.buckets, query.tz)
         rows = self._store.timeseries(
             query.site_id, span.start, span.end, query.tz, query.interval, query.bots
@@ -80,8 +90,9 @@ class Breakdown(_Stats):
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, site_id: str) -> None:
         """Answer the top values of one dimension for one site."""
+        token = _token(req)
         query = parse_breakdown(site_id, req.params)
-        _authorize(self._authorizer, req, query.site_id)
+        _authorize(self._authorizer, token, query.site_id)
         # The same range as the period's default timeseries, so the two totals agree.
         span = _range(self._clock, query.interval, query.buckets, query.tz)
         resp.media = {
