@@ -192,6 +192,9 @@ class Stack:
         ):
             directory.mkdir(parents=True, exist_ok=True)
         (self.config.run_dir / "prometheus.yml").write_text(prometheus_config(self.config))
+        # It carries the environment, credentials included: owner-only.
+        self.conf_path.touch(mode=0o600)
+        self.conf_path.chmod(0o600)
         self.conf_path.write_text(supervisord_config(self.config))
 
     def up(self, timeout: float = 120.0) -> None:

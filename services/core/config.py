@@ -186,9 +186,8 @@ class Config:
 
         clickhouse_url = env.get("ECSTATIC_CLICKHOUSE_URL") or f"chdb://{home / 'clickhouse'}"
         if not clickhouse_url.startswith(("chdb://", "http://", "https://")):
-            errors.append(
-                f"ECSTATIC_CLICKHOUSE_URL={clickhouse_url!r} must be chdb://, http:// or https://"
-            )
+            scheme = clickhouse_url.partition("://")[0][:20]  # never echo credentials
+            errors.append(f"ECSTATIC_CLICKHOUSE_URL scheme {scheme!r} is not chdb, http or https")
 
         log_level = (env.get("ECSTATIC_LOG_LEVEL") or "INFO").upper()
         if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):

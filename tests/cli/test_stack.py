@@ -54,3 +54,8 @@ def test_cli_grammar():
     assert p.parse_args(["admin", "create-user", "alice"]).name == "alice"
     with pytest.raises(SystemExit):
         p.parse_args(["admin"])
+
+
+def test_supervisord_config_is_owner_only(config):
+    stack.Stack(config).write_configs()
+    assert (config.run_dir / "supervisord.conf").stat().st_mode & 0o777 == 0o600

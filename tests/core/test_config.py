@@ -72,3 +72,15 @@ def test_environ_round_trips(tmp_path):
     assert again.home == config.home
     assert again.sites_domain == "sites.test"
     assert again.clickhouse_url == config.clickhouse_url
+
+
+def test_errors_never_echo_credentials(tmp_path):
+    with pytest.raises(ConfigError) as caught:
+        Config.from_env(
+            {
+                "ECSTATIC_HOME": str(tmp_path),
+                "ECSTATIC_CLICKHOUSE_URL": "mysql://user:s3cret@db:3306/x",
+            }
+        )
+    assert "s3cret" not in str(caught.value)
+    assert "ECSTATIC_CLICKHOUSE_URL" in str(caught.value)
