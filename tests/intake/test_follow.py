@@ -81,6 +81,17 @@ class Harness:
         self.sink.close(time.monotonic() + 2)
         await self.tasks[0]
 
+    def session(self, metrics, done, settle: float = 0.0):
+        """Run the follower until ``done()`` holds (then ``settle`` seconds more), then stop."""
+
+        async def scenario():
+            await self.start(metrics)
+            await until(done)
+            await asyncio.sleep(settle)
+            await self.stop()
+
+        run(scenario)
+
 
 def append(path: Path, *lines: str, end="\n"):
     with open(path, "a") as out:
@@ -138,23 +149,10 @@ def test_offset_saved_only_after_rows_are_stored(tmp_path, metrics):
 def test_restart_resumes_where_it_stopped(tmp_path, metrics):
     first = Harness(tmp_path)
     append(first.path, "1", "2", "3")
-
-    async def one():
-        await first.start(metrics)
-        await until(lambda: first.store.rows == ["1", "2", "3"])
-        await first.stop()
-
-    run(one)
+    first.session(metrics, lambda: first.store.rows == ["1", "2", "3"])
     append(first.path, "4", "5")
     second = Harness(tmp_path)
-
-    async def two():
-        await second.start(metrics)
-        await until(lambda: second.store.rows == ["4", "5"])
-        await asyncio.sleep(0.05)
-        await second.stop()
-
-    run(two)
+    second.session(metrics, lambda: second.store.rows == ["4", "5"], settle=0.05)
     assert second.store.rows == ["4", "5"]
 
 
@@ -214,13 +212,7 @@ def test_rotation_by_rename_mid_stream_loses_nothing(tmp_path, metrics):
 def test_rotations_while_stopped_are_followed_in_order(tmp_path, metrics):
     first = Harness(tmp_path)
     append(first.path, "a0")
-
-    async def one():
-        await first.start(metrics)
-        await until(lambda: first.saved() is not None)
-        await first.stop()
-
-    run(one)
+    first.session(metrics, lambda: first.saved() is not None)
     append(first.path, "a1")
     rotate(first.path, "2026-01-01T00-00-00.000")
     append(first.path, "b0")
@@ -228,14 +220,7 @@ def test_rotations_while_stopped_are_followed_in_order(tmp_path, metrics):
     append(first.path, "c0")
     (first.dir / "access-2025-01-01T00-00-00.000.log").write_text("old\n")  # finished long ago
     second = Harness(tmp_path)
-
-    async def two():
-        await second.start(metrics)
-        await until(lambda: len(second.store.rows) >= 3)
-        await asyncio.sleep(0.1)
-        await second.stop()
-
-    run(two)
+    second.session(metrics, lambda: len(second.store.rows) >= 3, settle=0.1)
     assert second.store.rows == ["a1", "b0", "c0"]
 
 
@@ -269,23 +254,11 @@ def test_truncation_restarts_at_zero(tmp_path, metrics):
 def test_saved_inode_with_other_content_is_not_trusted(tmp_path, metrics):
     first = Harness(tmp_path)
     append(first.path, "first file line")
-
-    async def one():
-        await first.start(metrics)
-        await until(lambda: first.saved() is not None)
-        await first.stop()
-
-    run(one)
+    first.session(metrics, lambda: first.saved() is not None)
     with open(first.path, "r+") as out:  # same inode, new content (as after inode reuse)
         out.write("X" * 15 + "\nsecond\n")
     second = Harness(tmp_path)
-
-    async def two():
-        await second.start(metrics)
-        await until(lambda: len(second.store.rows) == 2)
-        await second.stop()
-
-    run(two)
+    second.session(metrics, lambda: len(second.store.rows) == 2)
     assert second.store.rows == ["X" * 15, "second"]
 
 
@@ -359,13 +332,7 @@ def test_rotated_file_ending_without_newline_is_counted_and_passed(tmp_path, met
 def test_file_deleted_by_the_roller_while_stopped_resumes_at_the_oldest_rolled(tmp_path, metrics):
     first = Harness(tmp_path)
     append(first.path, "a0")
-
-    async def one():
-        await first.start(metrics)
-        await until(lambda: first.saved() is not None)
-        await first.stop()
-
-    run(one)
+    first.session(metrics, lambda: first.saved() is not None)
     append(first.path, "a1")
     rotate(first.path, "2026-01-01T00-00-00.000")
     # roll_keep exceeded: the file holding the saved position is deleted
@@ -376,13 +343,6 @@ def test_file_deleted_by_the_roller_while_stopped_resumes_at_the_oldest_rolled(t
     rotate(first.path, "2026-01-01T00-00-02.000")
     append(first.path, "d0")
     second = Harness(tmp_path)
-
-    async def two():
-        await second.start(metrics)
-        await until(lambda: len(second.store.rows) >= 3)
-        await asyncio.sleep(0.1)
-        await second.stop()
-
-    run(two)
+    second.session(metrics, lambda: len(second.store.rows) >= 3, settle=0.1)
     # a1 went with the deleted file; everything still on disk is read, in order
     assert second.store.rows == ["b0", "c0", "d0"]
