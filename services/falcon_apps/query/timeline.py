@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import bisect
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from typing import Any
@@ -36,6 +37,17 @@ def _at(epoch: int) -> datetime:
     return datetime.fromtimestamp(epoch, UTC)
 
 
+def _edge(lo: int, hi: int, before: Callable[[int], bool]) -> int:
+    """The first second in ``(lo, hi]`` where ``before`` turns false (true at ``lo``)."""
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if before(mid):
+            lo = mid
+        else:
+            hi = mid
+    return hi
+
+
 def _run_start(instant: datetime, interval: str, tz: tzinfo, lookback: timedelta) -> datetime:
     """The first whole second before ``instant`` (within ``lookback``) in its bucket.
 
@@ -48,13 +60,7 @@ def _run_start(instant: datetime, interval: str, tz: tzinfo, lookback: timedelta
     lo = hi - int(lookback.total_seconds())
     if _key(_at(lo), interval, tz) == target:
         return _at(lo)
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        if _key(_at(mid), interval, tz) == target:
-            hi = mid
-        else:
-            lo = mid
-    return _at(hi)
+    return _at(_edge(lo, hi, lambda second: _key(_at(second), interval, tz) != target))
 
 
 def hour_start(instant: datetime, tz: tzinfo) -> datetime:
@@ -95,13 +101,7 @@ def _bucket_end(instant: datetime, interval: str, tz: tzinfo) -> datetime:
         probe += _STEP
     # The bucket ends within the next step: bisect over whole seconds to its edge.
     lo, hi = int(probe.timestamp() // 1), int((probe + _STEP).timestamp() // 1)
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        if _key(_at(mid), interval, tz) == target:
-            lo = mid
-        else:
-            hi = mid
-    return _at(hi)
+    return _at(_edge(lo, hi, lambda second: _key(_at(second), interval, tz) == target))
 
 
 @dataclass(frozen=True)
