@@ -7,13 +7,16 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 APT_PACKAGES=(caddy prometheus git curl ca-certificates python3 python3-venv python3-dev gcc chromium)
+# Only the test suite needs these: containers (podman with runc, debootstrap for the base
+# image) and cloud-init's own schema validator for the Pulumi program's user data.
+TEST_APT_PACKAGES=(podman runc debootstrap uidmap slirp4netns fuse-overlayfs cloud-init)
 VENV=.venv
 
 say() { printf '==> %s\n' "$*" >&2; }
 
 install_system() {
   local missing=()
-  for pkg in "${APT_PACKAGES[@]}"; do
+  for pkg in "$@"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
   done
   if [ ${#missing[@]} -gt 0 ]; then
@@ -40,11 +43,11 @@ install_python() {
 
 case "${1:-}" in
   up)
-    install_system; install_python
+    install_system "${APT_PACKAGES[@]}"; install_python
     exec "$VENV/bin/ecstatic" up
     ;;
   test)
-    install_system; install_python
+    install_system "${APT_PACKAGES[@]}" "${TEST_APT_PACKAGES[@]}"; install_python
     shift
     exec "$VENV/bin/python" -m pytest "$@"
     ;;

@@ -12,20 +12,25 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["Config", "ConfigError", "PORT_DEFAULTS"]
+from services.targets import STATE, listeners
 
-# Defaults chosen to stay clear of the ports Debian's own caddy (80, 2019) and
-# prometheus (9090) services take when their packages are installed.
-PORT_DEFAULTS = {
-    "http": 8080,
-    "api": 8101,
-    "git": 8102,
-    "query": 8103,
-    "intake": 8104,
-    "intake_syslog": 8514,
-    "prometheus": 9190,
-    "caddy_admin": 2119,
-}
+__all__ = ["Config", "ConfigError", "PORT_DEFAULTS", "default_home"]
+
+# From the layout map. The defaults stay clear of the ports Debian's own caddy (80, 2019)
+# and prometheus (9090) services take when their packages are installed.
+PORT_DEFAULTS = {name: listener.default for name, listener in listeners().items()}
+
+
+def default_home(environ: Mapping[str, str], uid: int) -> Path:
+    """Where state lives when ``ECSTATIC_HOME`` is unset: never relative to the cwd.
+
+    Root gets ``/var/lib/ecstatic`` (as Dokku and piku keep theirs); anyone else the XDG
+    state directory, so ``ecstatic status`` finds the stack from any directory.
+    """
+    if uid == 0:
+        return Path("/var/lib/ecstatic")
+    base = environ.get("XDG_STATE_HOME") or str(Path(environ.get("HOME") or "~") / ".local/state")
+    return Path(base) / "ecstatic"
 
 _HOSTNAME = re.compile(
     r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$"
@@ -65,10 +70,14 @@ class Config:
         """Generated config files, pid files and sockets."""
         return self.home / "run"
 
+    def state_dir(self, name: str) -> Path:
+        """The directory of one piece of state named in ``services.targets.STATE``."""
+        return self.home / STATE[name].path
+
     @property
     def log_dir(self) -> Path:
         """Process logs and Caddy's access log."""
-        return self.home / "logs"
+        return self.state_dir("access-logs")
 
     @property
     def access_log(self) -> Path:
@@ -78,22 +87,22 @@ class Config:
     @property
     def cdn_root(self) -> Path:
         """Root of the local CDN: releases and the live switch per hostname."""
-        return self.home / "cdn"
+        return self.state_dir("releases")
 
     @property
     def api_db(self) -> Path:
         """The api's metadata store (SQLite)."""
-        return self.home / "api" / "ecstatic.sqlite3"
+        return self.state_dir("metadata") / "ecstatic.sqlite3"
 
     @property
     def git_root(self) -> Path:
         """Bare repositories, one per site."""
-        return self.home / "git"
+        return self.state_dir("repositories")
 
     @property
     def intake_state_dir(self) -> Path:
         """Offsets and caches the intake keeps across restarts."""
-        return self.home / "intake"
+        return self.state_dir("spool")
 
     def port(self, name: str) -> int:
         """The port of a named listener (see ``PORT_DEFAULTS``)."""
@@ -169,7 +178,9 @@ class Config:
                 errors.append(f"{name}={value} is outside {low}..{high}")
             return value
 
-        home = Path(env.get("ECSTATIC_HOME") or "./var").expanduser().resolve()
+        # Resolved once, here, to an absolute path; child processes get it through environ().
+        raw_home = env.get("ECSTATIC_HOME") or default_home(env, os.getuid())
+        home = Path(raw_home).expanduser().resolve()
         ports = {
             name: integer(f"ECSTATIC_{name.upper()}_PORT", default, 1, 65535)
             for name, default in PORT_DEFAULTS.items()
@@ -184,7 +195,7 @@ class Config:
         if site_scheme not in ("http", "https"):
             errors.append(f"ECSTATIC_SITE_SCHEME={site_scheme!r} must be http or https")
 
-        clickhouse_url = env.get("ECSTATIC_CLICKHOUSE_URL") or f"chdb://{home / 'clickhouse'}"
+        clickhouse_url = env.get("ECSTATIC_CLICKHOUSE_URL") or f"chdb://{home / STATE['clickhouse'].path}"
         if not clickhouse_url.startswith(("chdb://", "http://", "https://")):
             scheme = clickhouse_url.partition("://")[0][:20]  # never echo credentials
             errors.append(f"ECSTATIC_CLICKHOUSE_URL scheme {scheme!r} is not chdb, http or https")
