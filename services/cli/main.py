@@ -72,10 +72,11 @@ def cmd_start_stop(config: Config, args) -> int:
 
 def status_report(config: Config) -> dict:
     """Each part with its URL, supervisor state and health, plus Prometheus targets."""
-    from services.cli.stack import Stack, healthy, parts
+    from services.cli.stack import Stack, parts
 
     stack = Stack(config)
     states = stack.states()
+    health = stack.health()
     return {
         "home": str(config.home),
         "api_url": config.public_url,
@@ -88,7 +89,7 @@ def status_report(config: Config) -> dict:
                 "name": p.name,
                 "url": p.health_url,
                 "state": states.get(p.name, "UNKNOWN"),
-                "healthy": healthy(p.health_url),
+                "healthy": health[p.name],
             }
             for p in parts(config)
         ],

@@ -32,6 +32,7 @@ def default_home(environ: Mapping[str, str], uid: int) -> Path:
     base = environ.get("XDG_STATE_HOME") or str(Path(environ.get("HOME") or "~") / ".local/state")
     return Path(base) / "ecstatic"
 
+
 _HOSTNAME = re.compile(
     r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$"
 )
@@ -103,6 +104,11 @@ class Config:
     def intake_state_dir(self) -> Path:
         """Offsets and caches the intake keeps across restarts."""
         return self.state_dir("spool")
+
+    @property
+    def embedded_clickhouse(self) -> bool:
+        """ClickHouse is the embedded engine (chDB): its owners must share one process."""
+        return self.clickhouse_url.startswith("chdb://")
 
     def port(self, name: str) -> int:
         """The port of a named listener (see ``PORT_DEFAULTS``)."""
@@ -195,7 +201,9 @@ class Config:
         if site_scheme not in ("http", "https"):
             errors.append(f"ECSTATIC_SITE_SCHEME={site_scheme!r} must be http or https")
 
-        clickhouse_url = env.get("ECSTATIC_CLICKHOUSE_URL") or f"chdb://{home / STATE['clickhouse'].path}"
+        clickhouse_url = (
+            env.get("ECSTATIC_CLICKHOUSE_URL") or f"chdb://{home / STATE['clickhouse'].path}"
+        )
         if not clickhouse_url.startswith(("chdb://", "http://", "https://")):
             scheme = clickhouse_url.partition("://")[0][:20]  # never echo credentials
             errors.append(f"ECSTATIC_CLICKHOUSE_URL scheme {scheme!r} is not chdb, http or https")

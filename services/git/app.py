@@ -37,7 +37,9 @@ from .middleware import ClosingIterator, ErrorGuard, route_of
 from .receive import HANDLERS
 from .recorder import ApiDeployRecorder
 
-__all__ = ["GitApp", "build", "create_app"]
+__all__ = ["PATHS", "GitApp", "build", "create_app"]
+
+PATHS = re.compile(r"^/git/")
 
 
 class GitApp:
@@ -117,4 +119,4 @@ def build(ctx: Context) -> Mount:
     )
     authorizer = SiteAuthorizer(config.api_url, config.auth_cache_seconds)
     app = create_app(config.git_root, authorizer, deployer, http_metrics=ctx.http_metrics)
-    return Mount(name="git", paths=re.compile(r"^/git/"), app=app)
+    return Mount(name="git", paths=PATHS, app=app)

@@ -26,7 +26,7 @@ def _indent(text: str, tabs: int) -> str:
 
 def _control_plane(upstream: Callable[[str], str]) -> str:
     """The api, git and query routes, most specific first, then a JSON 404."""
-    blocks = ["handle /healthz {\n\trespond \"ok\" 200\n}"]
+    blocks = ['handle /healthz {\n\trespond "ok" 200\n}']
     for name, module in routes():
         proxy = f"reverse_proxy {upstream(name)}"
         if module.stream:

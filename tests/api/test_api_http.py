@@ -254,6 +254,21 @@ def test_hostmap_is_public_and_lists_every_site(client, alice, bob):
     assert response.json == {"hosts": {"blog.localhost": blog["id"], "shop.localhost": shop["id"]}}
 
 
+def test_hostname_check_answers_caddys_on_demand_tls_question(client, alice):
+    create_site(client, alice, "blog")
+    check = "/internal/hostnames/check"
+    assert client.simulate_get(check, params={"domain": "blog.localhost"}).status_code == 200
+    # Browsers lowercase hosts; Caddy passes what the client sent in the SNI.
+    assert client.simulate_get(check, params={"domain": "BLOG.localhost"}).status_code == 200
+    # The api's own host (from ECSTATIC_PUBLIC_URL) gets a certificate too.
+    assert client.simulate_get(check, params={"domain": "localhost"}).status_code == 200
+    for unknown in ("shop.localhost", "blog.localhost.evil.example", "example.org"):
+        response = client.simulate_get(check, params={"domain": unknown})
+        assert response.status_code == 404, unknown
+        assert response.json["error"] == "NotFound"
+    assert client.simulate_get(check).status_code == 400
+
+
 def test_unknown_routes_and_methods_answer_json(client, alice):
     # Falcon's own errors keep its titles ("404 Not Found"); the shape is still JSON.
     for response, status in (

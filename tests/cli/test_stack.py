@@ -20,7 +20,7 @@ def test_parts_cover_the_whole_stack(config):
     by_name = {p.name: p for p in stack.parts(config)}
     assert by_name["api"].health_url == "http://127.0.0.1:18101/healthz"
     # the chDB owners share one process on the embedded default
-    assert by_name["intake-query"].command[-2:] == ["serve", "intake,query"]
+    assert by_name["intake-query"].command[-2:] == ["serve", "query,intake"]
 
 
 def test_supervisord_config_is_parseable(config):

@@ -1,6 +1,8 @@
 import pytest
 
-from services.core.config import PORT_DEFAULTS, Config, ConfigError
+from pathlib import Path
+
+from services.core.config import PORT_DEFAULTS, Config, ConfigError, default_home
 
 
 def test_defaults(tmp_path):
@@ -14,9 +16,27 @@ def test_defaults(tmp_path):
     assert config.git_url("abc") == "http://localhost:8080/git/abc.git"
 
 
-def test_default_home_is_var_under_cwd(tmp_path, monkeypatch):
+def test_default_home_does_not_depend_on_the_cwd(tmp_path, monkeypatch):
+    # `ecstatic status` run from another directory must find the same stack.
     monkeypatch.chdir(tmp_path)
-    assert Config.from_env({}).home == tmp_path.resolve() / "var"
+    first = Config.from_env({"HOME": "/home/alice"}).home
+    monkeypatch.chdir("/")
+    assert Config.from_env({"HOME": "/home/alice"}).home == first
+    assert first.is_absolute()
+
+
+def test_default_home_for_root_and_for_users():
+    assert default_home({}, uid=0) == Path("/var/lib/ecstatic")
+    assert default_home({"HOME": "/home/al"}, uid=1000) == Path("/home/al/.local/state/ecstatic")
+    assert default_home({"XDG_STATE_HOME": "/st"}, uid=1000) == Path("/st/ecstatic")
+
+
+def test_a_relative_home_is_resolved_once_to_an_absolute_path(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = Config.from_env({"ECSTATIC_HOME": "state"})
+    assert config.home == tmp_path.resolve() / "state"
+    # Children get the absolute path, never the relative one.
+    assert config.environ()["ECSTATIC_HOME"] == str(tmp_path.resolve() / "state")
 
 
 def test_site_url_omits_default_port(tmp_path):

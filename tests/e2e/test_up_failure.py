@@ -1,7 +1,9 @@
-"""`ecstatic up` names the part that does not come up, with its log tail."""
+"""`ecstatic up` tells the truth: a taken port is named with its holder before anything
+starts, and a part that keeps failing is named with its log tail."""
 
 from __future__ import annotations
 
+import os
 import socket
 
 import pytest
@@ -11,9 +13,9 @@ from .stackdriver import Stack
 pytestmark = pytest.mark.integration
 
 
-def test_up_names_the_broken_part_and_shows_its_log(tmp_path):
+def test_up_names_the_taken_port_and_its_holder(tmp_path):
     stack = Stack(tmp_path / "home")
-    # Something else already holds Caddy's port: Caddy cannot start.
+    # Something else already holds Caddy's port.
     squatter = socket.socket()
     squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     squatter.bind(("0.0.0.0", stack.http_port))
@@ -21,11 +23,25 @@ def test_up_names_the_broken_part_and_shows_its_log(tmp_path):
     try:
         up = stack.ecstatic("up", "--timeout", "60", check=False)
         assert up.returncode == 1
-        assert "caddy" in up.stderr
-        assert "address already in use" in up.stderr  # the tail of caddy's own log
+        assert f"port {stack.http_port} is taken by pid {os.getpid()}" in up.stderr
+        assert "Ecstatic is up" not in up.stdout
         status = stack.ecstatic("status", check=False)
         assert status.returncode == 1
         assert "UNHEALTHY" in status.stdout
     finally:
         stack.ecstatic("down", check=False)
         squatter.close()
+
+
+def test_up_names_a_part_that_keeps_exiting_and_shows_its_log(tmp_path):
+    broken = tmp_path / "Caddyfile"
+    broken.write_text("this is { not a caddyfile\n")
+    stack = Stack(tmp_path / "home", ECSTATIC_CADDYFILE=str(broken))
+    try:
+        up = stack.ecstatic("up", "--timeout", "90", check=False)
+        assert up.returncode == 1
+        assert "caddy keeps exiting" in up.stderr
+        assert "Caddyfile" in up.stderr  # the tail of caddy's own log
+        assert "Ecstatic is up" not in up.stdout
+    finally:
+        stack.ecstatic("down", check=False)

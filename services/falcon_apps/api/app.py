@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from urllib.parse import urlsplit
 
 import falcon
 
@@ -11,7 +12,15 @@ from services.core.metrics import HttpMetrics
 from services.core.runtime import Context, Mount
 from services.falcon_apps.common import create_base_app
 
-from .resources import AuthMiddleware, CurrentUser, Deploys, HostMap, SitePresenter, Sites
+from .resources import (
+    AuthMiddleware,
+    CurrentUser,
+    Deploys,
+    HostMap,
+    HostnameCheck,
+    SitePresenter,
+    Sites,
+)
 from .store import MetadataStore
 
 __all__ = ["PATHS", "create_app", "build"]
@@ -37,6 +46,8 @@ def create_app(store: MetadataStore, config: Config, http_metrics: HttpMetrics) 
     app.add_route("/v1/sites/{site_id}/deploys", Deploys(store, presenter))
     app.add_route("/v1/user", CurrentUser())
     app.add_route("/internal/hostmap", HostMap(store))
+    api_host = urlsplit(config.public_url).hostname or ""
+    app.add_route("/internal/hostnames/check", HostnameCheck(store, api_host))
     return app
 
 

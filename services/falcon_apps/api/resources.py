@@ -151,3 +151,25 @@ class HostMap:
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         """Every hostname and its site id."""
         resp.media = {"hosts": self._store.hostmap()}
+
+
+class HostnameCheck:
+    """``/internal/hostnames/check?domain=``: Caddy's on-demand TLS question.
+
+    Caddy asks before it requests a certificate for a hostname it has not seen; only
+    names the api serves (and the api's own host) get a yes, so nobody can make the box
+    ask Let's Encrypt for arbitrary names. Public for the same reason as ``HostMap``.
+    """
+
+    auth = "public"
+
+    def __init__(self, store: MetadataStore, api_host: str):
+        self._store = store
+        self._api_host = api_host
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        """200 for a known hostname, 404 otherwise."""
+        domain = req.get_param("domain", required=True).strip().lower()
+        if domain != self._api_host and not self._store.has_hostname(domain):
+            raise falcon.HTTPNotFound(title="NotFound", description="unknown hostname")
+        resp.media = {"hostname": domain}

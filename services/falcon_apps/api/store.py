@@ -253,6 +253,14 @@ class MetadataStore:
             ).fetchall()
         return {row["hostname"]: row["site_id"] for row in rows}
 
+    def has_hostname(self, hostname: str) -> bool:
+        """True when some site is served on ``hostname`` (exact, lowercase)."""
+        with self._db.transaction() as conn:
+            row = conn.execute(
+                "SELECT 1 FROM hostnames WHERE hostname = ?", (hostname.lower(),)
+            ).fetchone()
+        return row is not None
+
     # -- deploys --
     def record_deploy(
         self,
