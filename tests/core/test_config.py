@@ -1,6 +1,6 @@
-import pytest
-
 from pathlib import Path
+
+import pytest
 
 from services.core.config import PORT_DEFAULTS, Config, ConfigError, default_home
 

@@ -35,8 +35,7 @@ def config(tmp_path):
 
 def test_the_committed_caddyfile_is_the_one_the_map_generates():
     assert (REPO / "Caddyfile").read_text() == caddy.local(), (
-        "Caddyfile is stale: regenerate it with "
-        "python -c 'from services.platform import caddy; print(caddy.local(), end=\"\")' > Caddyfile"
+        "Caddyfile is stale: regenerate it (see the README, 'One map of what runs where')"
     )
 
 
