@@ -261,7 +261,7 @@ class Layout:
             image=image,
             command=(
                 "prometheus",
-                "--config.file=/etc/ecstatic-prometheus/prometheus.yml",
+                "--config.file=/etc/ecstatic-prometheus/config/prometheus.yml",
                 f"--storage.tsdb.path={state_mount_path('prometheus')}",
                 # Keep a margin below the volume so the database never fills it.
                 f"--storage.tsdb.retention.size={size_gi * 800}MB",
@@ -273,12 +273,8 @@ class Layout:
             resources=RESOURCES["prometheus"],
             writes=spec.writes,
             config=(
-                ConfigMount(
-                    "config",
-                    "/etc/ecstatic-prometheus/prometheus.yml",
-                    config_map="prometheus",
-                    sub_path="prometheus.yml",
-                ),
+                # Whole directories, never subPath: those never see a ConfigMap's update.
+                ConfigMount("config", "/etc/ecstatic-prometheus/config", config_map="prometheus"),
                 ConfigMount(
                     "rules", "/etc/ecstatic-prometheus/rules", config_map="prometheus-rules"
                 ),

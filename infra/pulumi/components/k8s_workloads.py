@@ -58,7 +58,6 @@ class ConfigMount:
     path: str
     config_map: str | None = None
     secret: str | None = None
-    sub_path: str | None = None
 
 
 @dataclass(frozen=True)
@@ -131,10 +130,7 @@ def container(w: Workload) -> Json:
         for s in w.reads
     ]
     for c in w.config:
-        mount = {"name": c.volume, "mountPath": c.path, "readOnly": True}
-        if c.sub_path:
-            mount["subPath"] = c.sub_path
-        mounts.append(mount)
+        mounts.append({"name": c.volume, "mountPath": c.path, "readOnly": True})
     mounts += [{"name": _scratch_name(i), "mountPath": p} for i, p in enumerate(w.scratch)]
     port, path = w.health
     spec: Json = {
