@@ -332,10 +332,12 @@ def test_network_policies_allow_exactly_the_maps_paths(variant, request):
     in_cluster = variant == "declared"
     assert ingress == _expected_edges(resources, in_cluster)
     # Each talks_to of the map is allowed (Prometheus's: through its scrape jobs).
+    owner = {room: p.name for p in PROCESSES.values() for room in p.rooms}
+    pairs = {(source, target) for source, target, _ in ingress}
     for source, part in [*((p.name, p) for p in PROCESSES.values()), *PLATFORM.items()]:
         for peer in part.talks_to:
             if peer != "clickhouse" or in_cluster:
-                assert any(s == source and t.startswith(peer.split("-")[0]) for s, t, _ in ingress)
+                assert (source, owner.get(peer, peer)) in pairs, (source, peer)
     syslog = next(lis for lis in MODULES["intake"].listeners if lis.public)
     assert public == {"caddy": {80, 443}, "intake": {syslog.default}}
     storage = {p.name: {8123, 8443} for p in PROCESSES.values() if p.storage}
