@@ -1,0 +1,1 @@
+"""Components of the Pulumi program: the Hetzner box, cloud-init, kubeconfig, platform."""
