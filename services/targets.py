@@ -98,6 +98,7 @@ STATE: dict[str, State] = {
     "clickhouse": State("clickhouse", "the embedded ClickHouse engine's data", 20),
     "caddy": State("caddy", "Caddy's certificates (Let's Encrypt) and autosaved config"),
     "prometheus": State("prometheus", "Prometheus's time-series database", 10),
+    "alertmanager": State("alertmanager", "Alertmanager's silences and notification log"),
 }
 
 MODULES: dict[str, Module] = {
@@ -152,7 +153,14 @@ PLATFORM: dict[str, Platform] = {
         health=("prometheus", "/-/ready"),
         metrics=("prometheus", "/metrics"),
         writes=("prometheus",),
-        talks_to=("api", "git", "query", "intake", "caddy"),
+        talks_to=("api", "git", "query", "intake", "caddy", "alertmanager"),
+    ),
+    "alertmanager": Platform(
+        # Not Debian's default 9093, which its own prometheus-alertmanager service takes.
+        listeners=(Listener("alertmanager", 9193),),
+        health=("alertmanager", "/-/ready"),
+        metrics=("alertmanager", "/metrics"),
+        writes=("alertmanager",),
     ),
 }
 

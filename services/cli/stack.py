@@ -89,7 +89,17 @@ def parts(config: Config) -> list[Part]:
             "--web.enable-lifecycle",
         ],
     )
-    return [caddy, *rooms, prometheus]
+    alertmanager = platform_part(
+        "alertmanager",
+        [
+            _which("prometheus-alertmanager"),
+            f"--config.file={config.run_dir / 'alertmanager.yml'}",
+            f"--storage.path={config.state_dir('alertmanager')}",
+            f"--web.listen-address=127.0.0.1:{config.port('alertmanager')}",
+            "--cluster.listen-address=",  # one instance: no gossip port on 0.0.0.0:9094
+        ],
+    )
+    return [caddy, *rooms, alertmanager, prometheus]
 
 
 def _which(program: str) -> str:
@@ -101,11 +111,13 @@ def _which(program: str) -> str:
 
 def prometheus_config(config: Config) -> str:
     """Prometheus scrape config covering every part of the stack."""
-    jobs = prometheus.jobs(
-        targets.processes(config.embedded_clickhouse),
-        lambda _job, lis: f"127.0.0.1:{config.port(lis.name)}",
-    )
-    return prometheus.scrape_config(jobs)
+
+    def address(_job: str, listener: targets.Listener) -> str:
+        return f"127.0.0.1:{config.port(listener.name)}"
+
+    jobs = prometheus.jobs(targets.processes(config.embedded_clickhouse), address)
+    alertmanager = address("alertmanager", targets.PLATFORM["alertmanager"].listeners[0])
+    return prometheus.scrape_config(jobs, alertmanagers=[alertmanager])
 
 
 def supervisord_config(config: Config) -> str:
@@ -193,6 +205,7 @@ class Stack:
         ):
             directory.mkdir(parents=True, exist_ok=True)
         (self.config.run_dir / "prometheus.yml").write_text(prometheus_config(self.config))
+        (self.config.run_dir / "alertmanager.yml").write_text(prometheus.ALERTMANAGER_YML)
         # It carries the environment, credentials included: owner-only.
         self.conf_path.touch(mode=0o600)
         self.conf_path.chmod(0o600)

@@ -130,7 +130,11 @@ class Config:
         return f"{self.public_url}/git/{site_id}.git"
 
     def environ(self) -> dict[str, str]:
-        """This config as environment variables, for child processes and Caddy."""
+        """This config as environment variables, for child processes, Caddy and pods.
+
+        Every field is here, so ``Config.from_env(config.environ()) == config``: the local
+        stack and the Kubernetes pods get one contract (tests/core/test_config.py).
+        """
         env = {
             "ECSTATIC_HOME": str(self.home),
             "ECSTATIC_CLICKHOUSE_URL": self.clickhouse_url,
@@ -140,6 +144,12 @@ class Config:
             "ECSTATIC_SITE_SCHEME": self.site_scheme,
             "ECSTATIC_LOG_LEVEL": self.log_level,
             "ECSTATIC_THREADS": str(self.threads),
+            "ECSTATIC_INTAKE_BATCH_ROWS": str(self.intake_batch_rows),
+            "ECSTATIC_INTAKE_FLUSH_SECONDS": repr(self.intake_flush_seconds),
+            "ECSTATIC_INTAKE_SYSLOG_HOST": self.intake_syslog_host,
+            "ECSTATIC_MAX_DEPLOY_BYTES": str(self.max_deploy_bytes),
+            "ECSTATIC_MAX_DEPLOY_FILES": str(self.max_deploy_files),
+            "ECSTATIC_AUTH_CACHE_SECONDS": repr(self.auth_cache_seconds),
             "ECSTATIC_BIND_HOST": self.bind_host,
             "ECSTATIC_ACCESS_LOG_ROLL_MB": str(self.access_log_roll_mb),
         }
@@ -212,6 +222,8 @@ class Config:
         if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             errors.append(f"ECSTATIC_LOG_LEVEL={log_level!r} is not a log level")
 
+        # Loopback by default: only Caddy listens beyond it. Containers set 0.0.0.0.
+        bind_host = env.get("ECSTATIC_BIND_HOST") or "127.0.0.1"
         config = cls(
             home=home,
             ports=ports,
@@ -226,12 +238,12 @@ class Config:
             threads=integer("ECSTATIC_THREADS", 8, 1, 256),
             intake_batch_rows=integer("ECSTATIC_INTAKE_BATCH_ROWS", 5000, 1, 1_000_000),
             intake_flush_seconds=number("ECSTATIC_INTAKE_FLUSH_SECONDS", 1.0, 0.05, 300),
-            intake_syslog_host=env.get("ECSTATIC_INTAKE_SYSLOG_HOST") or "127.0.0.1",
+            # The CDN's syslog port binds where the rooms do unless told otherwise.
+            intake_syslog_host=env.get("ECSTATIC_INTAKE_SYSLOG_HOST") or bind_host,
             max_deploy_bytes=integer("ECSTATIC_MAX_DEPLOY_BYTES", 512 * 2**20, 1, 2**40),
             max_deploy_files=integer("ECSTATIC_MAX_DEPLOY_FILES", 50_000, 1, 10_000_000),
             auth_cache_seconds=number("ECSTATIC_AUTH_CACHE_SECONDS", 5.0, 0, 3600),
-            # Loopback by default: only Caddy listens beyond it. Containers set 0.0.0.0.
-            bind_host=env.get("ECSTATIC_BIND_HOST") or "127.0.0.1",
+            bind_host=bind_host,
             access_log_roll_mb=integer("ECSTATIC_ACCESS_LOG_ROLL_MB", 100, 1, 100_000),
         )
         if errors:

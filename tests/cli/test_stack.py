@@ -16,7 +16,7 @@ def config(tmp_path):
 
 def test_parts_cover_the_whole_stack(config):
     names = [p.name for p in stack.parts(config)]
-    assert names == ["caddy", "api", "git", "intake-query", "prometheus"]
+    assert names == ["caddy", "api", "git", "intake-query", "alertmanager", "prometheus"]
     by_name = {p.name: p for p in stack.parts(config)}
     assert by_name["api"].health_url == "http://127.0.0.1:18101/healthz"
     # the chDB owners share one process on the embedded default
@@ -28,7 +28,7 @@ def test_supervisord_config_is_parseable(config):
     parsed = configparser.RawConfigParser()
     parsed.read_string(text)
     programs = [s.split(":", 1)[1] for s in parsed.sections() if s.startswith("program:")]
-    assert programs == ["caddy", "api", "git", "intake-query", "prometheus"]
+    assert programs == ["caddy", "api", "git", "intake-query", "alertmanager", "prometheus"]
     assert f'ECSTATIC_HOME="{config.home}"' in parsed.get("supervisord", "environment")
     for program in programs:
         assert parsed.get(f"program:{program}", "stopsignal") == "TERM"
@@ -43,7 +43,7 @@ def test_prometheus_config_passes_promtool(config, tmp_path):
         ["promtool", "check", "config", str(path)], capture_output=True, text=True
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    for job in ("caddy", "api", "git", "intake-query", "prometheus"):
+    for job in ("caddy", "api", "git", "intake-query", "alertmanager", "prometheus"):
         assert f"job_name: {job}" in path.read_text()
 
 

@@ -104,3 +104,20 @@ def test_errors_never_echo_credentials(tmp_path):
         )
     assert "s3cret" not in str(caught.value)
     assert "ECSTATIC_CLICKHOUSE_URL" in str(caught.value)
+
+
+def test_environ_is_the_whole_config(tmp_path):
+    # One env contract for the local stack and the pods: nothing is lost on the way.
+    config = Config.from_env(
+        {
+            "ECSTATIC_HOME": str(tmp_path),
+            "ECSTATIC_BIND_HOST": "0.0.0.0",
+            "ECSTATIC_INTAKE_BATCH_ROWS": "77",
+            "ECSTATIC_INTAKE_FLUSH_SECONDS": "0.25",
+            "ECSTATIC_MAX_DEPLOY_FILES": "9",
+            "ECSTATIC_AUTH_CACHE_SECONDS": "1.5",
+            "ECSTATIC_THREADS": "3",
+        }
+    )
+    assert Config.from_env(config.environ()) == config
+    assert config.intake_syslog_host == "0.0.0.0"  # follows the bind host

@@ -123,7 +123,9 @@ def test_processes_group_the_engine_owners_only_on_the_embedded_default():
 def test_the_local_stack_runs_what_the_map_says(config):
     parts = {p.name: p for p in stack.parts(config)}
     expected = [p.name for p in targets.processes(config.embedded_clickhouse)]
-    assert list(parts) == ["caddy", *expected, "prometheus"]
+    # Caddy first (sites serve even while the rooms start), Prometheus last (it scrapes all).
+    assert list(parts) == ["caddy", *expected, "alertmanager", "prometheus"]
+    assert set(parts) == {*expected, *targets.PLATFORM}
     for process in targets.processes(config.embedded_clickhouse):
         part = parts[process.name]
         assert part.command[-2:] == ["serve", process.spec]
@@ -150,3 +152,8 @@ def test_supervisord_runs_every_part_and_prometheus_scrapes_every_metrics_port(c
             hostport, _, path = part.metrics_url.removeprefix("http://").partition("/")
             want[part.name] = (hostport, "/" + path)
     assert scraped == want
+    alerting = yaml.safe_load(stack.prometheus_config(config))["alerting"]
+    am = targets.PLATFORM["alertmanager"].listeners[0]
+    assert alerting["alertmanagers"][0]["static_configs"][0]["targets"] == [
+        f"127.0.0.1:{config.port(am.name)}"
+    ]

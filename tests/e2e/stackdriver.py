@@ -12,11 +12,14 @@ from pathlib import Path
 
 import requests
 
+from services.core.config import PORT_DEFAULTS
+
 BROWSER_UA = (
     "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
     "Chrome/124.0.0.0 Safari/537.36"
 )
-PORT_NAMES = ("HTTP", "API", "GIT", "QUERY", "INTAKE", "INTAKE_SYSLOG", "PROMETHEUS", "CADDY_ADMIN")
+# Every listener of the layout map, each on its own free port.
+PORT_NAMES = tuple(name.upper() for name in PORT_DEFAULTS)
 
 
 def free_ports(count: int) -> list[int]:

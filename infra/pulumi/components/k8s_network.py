@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from services.targets import MODULES, PLATFORM
 
-from .k8s_layout import ALERTMANAGER_PORT, CLICKHOUSE_PORT, Layout
+from .k8s_layout import CLICKHOUSE_PORT, Layout
 from .k8s_workloads import LABEL, Json, Workload
 
 __all__ = ["Edge", "External", "edges", "externals", "policies"]
@@ -68,7 +68,10 @@ def edges(layout: Layout) -> list[Edge]:
         if host != layout.host(job):  # the job's name is its Service's: keep them one
             raise RuntimeError(f"prometheus job {job} scrapes {hostport}, not its Service")
         found.append(Edge("prometheus", job, int(port), "scrape"))
-    found.append(Edge("prometheus", "alertmanager", ALERTMANAGER_PORT, "alerts"))
+    alertmanager = PLATFORM["alertmanager"].listeners[0]
+    found.append(
+        Edge("prometheus", "alertmanager", layout.config().port(alertmanager.name), "alerts")
+    )
     return found
 
 

@@ -13,11 +13,11 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_kubernetes as k8s
 
+from services.platform.prometheus import ALERTMANAGER_YML
 from services.targets import STATE
 
 from . import k8s_clickhouse as ch
 from .k8s_layout import (
-    ALERTMANAGER_YML,
     CLICKHOUSE_URL_KEY,
     CLICKHOUSE_URL_SECRET,
     Layout,
