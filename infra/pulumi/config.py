@@ -214,7 +214,7 @@ def _int_in(cfg: pulumi.Config, key: str, low: int, high: int) -> int:
 
 def _cidrs(key: str, value: object) -> tuple[str, ...]:
     if not isinstance(value, Sequence) or isinstance(value, str):
-        raise ConfigError(f"{key} must be a list of CIDRs, e.g. [\"198.51.100.0/24\"]")
+        raise ConfigError(f'{key} must be a list of CIDRs, e.g. ["198.51.100.0/24"]')
     try:
         return tuple(str(ipaddress.ip_network(str(item), strict=True)) for item in value)
     except ValueError as err:

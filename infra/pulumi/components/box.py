@@ -73,7 +73,10 @@ def firewall_rules(
 
     def tcp(port: int, sources: Sequence[str], why: str) -> hcloud.FirewallRuleArgs:
         return hcloud.FirewallRuleArgs(
-            direction="in", protocol="tcp", port=str(port), source_ips=list(sources),
+            direction="in",
+            protocol="tcp",
+            port=str(port),
+            source_ips=list(sources),
             description=why,
         )
 
@@ -111,42 +114,58 @@ class Box(pulumi.ComponentResource):
             f"{name}-admin-key", public_key=args.admin_ssh_public_key, opts=child
         )
         deploy_key = tls.PrivateKey(f"{name}-deploy-key", algorithm="ED25519", opts=child)
-        token = random.RandomPassword(
-            f"{name}-cluster-token", length=48, special=False, opts=child
-        )
+        token = random.RandomPassword(f"{name}-cluster-token", length=48, special=False, opts=child)
         self.deploy_private_key = pulumi.Output.secret(deploy_key.private_key_openssh)
         self.cluster_token = pulumi.Output.secret(token.result)
         authorized = pulumi.Output.all(args.admin_ssh_public_key, deploy_key.public_key_openssh)
 
         network = hcloud.Network(f"{name}-network", ip_range=NETWORK_RANGE, opts=child)
         subnet = hcloud.NetworkSubnet(
-            f"{name}-subnet", network_id=network.id.apply(int), type="cloud",
-            network_zone=args.network_zone, ip_range=SUBNET_RANGE, opts=child,
+            f"{name}-subnet",
+            network_id=network.id.apply(int),
+            type="cloud",
+            network_zone=args.network_zone,
+            ip_range=SUBNET_RANGE,
+            opts=child,
         )
         firewall = hcloud.Firewall(
-            f"{name}-firewall", rules=firewall_rules(args.admin_cidrs, args.cdn_edge_cidrs),
+            f"{name}-firewall",
+            rules=firewall_rules(args.admin_cidrs, args.cdn_edge_cidrs),
             opts=child,
         )
         # Kept (auto_delete off) when the server goes: DNS records stay right across a replace.
         ipv4, ipv6 = (
             hcloud.PrimaryIp(
-                f"{name}-{family}", type=family, location=args.location,
-                assignee_type="server", auto_delete=False, opts=child,
+                f"{name}-{family}",
+                type=family,
+                location=args.location,
+                assignee_type="server",
+                auto_delete=False,
+                opts=child,
             )
             for family in ("ipv4", "ipv6")
         )
         volume = hcloud.Volume(
-            f"{name}-state", size=args.volume_size_gb, location=args.location, format="ext4",
+            f"{name}-state",
+            size=args.volume_size_gb,
+            location=args.location,
+            format="ext4",
             opts=pulumi.ResourceOptions(parent=self, protect=args.protect_volume),
         )
         host_key = tls.PrivateKey(f"{name}-host-key", algorithm="ED25519", opts=child)
         user_data = pulumi.Output.all(
-            host_key.private_key_openssh, host_key.public_key_openssh, authorized,
-            token.result, volume.id,
+            host_key.private_key_openssh,
+            host_key.public_key_openssh,
+            authorized,
+            token.result,
+            volume.id,
         ).apply(
             lambda v: render_server(
-                release=release, identity=NodeIdentity(v[0], v[1].strip(), v[2]),
-                cluster_token=v[3], private_ip=SERVER_PRIVATE_IP, volume_id=v[4],
+                release=release,
+                identity=NodeIdentity(v[0], v[1].strip(), v[2]),
+                cluster_token=v[3],
+                private_ip=SERVER_PRIVATE_IP,
+                volume_id=v[4],
                 node_name=args.hostname,
             )
         )
@@ -157,29 +176,50 @@ class Box(pulumi.ComponentResource):
             parent=self, depends_on=[subnet], delete_before_replace=True
         )
         server = hcloud.Server(
-            f"{name}-server", name=args.hostname, server_type=args.server_type,
-            image=args.image, location=args.location, ssh_keys=[admin_key.id],
+            f"{name}-server",
+            name=args.hostname,
+            server_type=args.server_type,
+            image=args.image,
+            location=args.location,
+            ssh_keys=[admin_key.id],
             firewall_ids=firewall_ids,
-            public_nets=[hcloud.ServerPublicNetArgs(
-                ipv4_enabled=True, ipv4=ipv4.id.apply(int),
-                ipv6_enabled=True, ipv6=ipv6.id.apply(int),
-            )],
-            networks=[hcloud.ServerNetworkArgs(
-                network_id=network.id.apply(int), ip=SERVER_PRIVATE_IP
-            )],
+            public_nets=[
+                hcloud.ServerPublicNetArgs(
+                    ipv4_enabled=True,
+                    ipv4=ipv4.id.apply(int),
+                    ipv6_enabled=True,
+                    ipv6=ipv6.id.apply(int),
+                )
+            ],
+            networks=[
+                hcloud.ServerNetworkArgs(network_id=network.id.apply(int), ip=SERVER_PRIVATE_IP)
+            ],
             user_data=pulumi.Output.secret(user_data),
             shutdown_before_deletion=True,  # k3s stops and ext4 flushes before the volume goes
             opts=replace_in_place,
         )
         attachment = hcloud.VolumeAttachment(
-            f"{name}-state-attachment", server_id=server.id.apply(int),
-            volume_id=volume.id.apply(int), automount=False,  # cloud-init mounts it
+            f"{name}-state-attachment",
+            server_id=server.id.apply(int),
+            volume_id=volume.id.apply(int),
+            automount=False,  # cloud-init mounts it
             opts=pulumi.ResourceOptions(parent=self, delete_before_replace=True),
         )
         for index in range(args.node_count):
-            self._agent(name, index, args, release, authorized, token, network, firewall_ids,
-                        admin_key, pulumi.ResourceOptions.merge(
-                            replace_in_place, pulumi.ResourceOptions(depends_on=[server])))
+            self._agent(
+                name,
+                index,
+                args,
+                release,
+                authorized,
+                token,
+                network,
+                firewall_ids,
+                admin_key,
+                pulumi.ResourceOptions.merge(
+                    replace_in_place, pulumi.ResourceOptions(depends_on=[server])
+                ),
+            )
 
         self.server_id = server.id
         self.volume_id = volume.id
@@ -188,17 +228,19 @@ class Box(pulumi.ComponentResource):
         self.ipv6_address = server.ipv6_address
         self.host_public_key = host_key.public_key_openssh.apply(str.strip)
         self.known_hosts = pulumi.Output.concat(self.ipv4_address, " ", self.host_public_key)
-        self.register_outputs({
-            "ipv4Address": self.ipv4_address,
-            "ipv6Address": self.ipv6_address,
-            "hostPublicKey": self.host_public_key,
-            "knownHosts": self.known_hosts,
-            "deployPrivateKey": self.deploy_private_key,
-            "clusterToken": self.cluster_token,
-            "serverId": self.server_id,
-            "volumeId": self.volume_id,
-            "ready": self.ready,
-        })
+        self.register_outputs(
+            {
+                "ipv4Address": self.ipv4_address,
+                "ipv6Address": self.ipv6_address,
+                "hostPublicKey": self.host_public_key,
+                "knownHosts": self.known_hosts,
+                "deployPrivateKey": self.deploy_private_key,
+                "clusterToken": self.cluster_token,
+                "serverId": self.server_id,
+                "volumeId": self.volume_id,
+                "ready": self.ready,
+            }
+        )
 
     def _agent(
         self,
@@ -215,7 +257,8 @@ class Box(pulumi.ComponentResource):
     ) -> hcloud.Server:
         """One k3s agent: its own host key, the same firewall, joins over the private network."""
         host_key = tls.PrivateKey(
-            f"{name}-agent-{index}-host-key", algorithm="ED25519",
+            f"{name}-agent-{index}-host-key",
+            algorithm="ED25519",
             opts=pulumi.ResourceOptions(parent=self),
         )
         private_ip = _agent_private_ip(index)
@@ -223,15 +266,23 @@ class Box(pulumi.ComponentResource):
             host_key.private_key_openssh, host_key.public_key_openssh, authorized, token.result
         ).apply(
             lambda v: render_agent(
-                release=release, identity=NodeIdentity(v[0], v[1].strip(), v[2]),
-                cluster_token=v[3], private_ip=private_ip,
+                release=release,
+                identity=NodeIdentity(v[0], v[1].strip(), v[2]),
+                cluster_token=v[3],
+                private_ip=private_ip,
                 server_url=f"https://{SERVER_PRIVATE_IP}:{K3S_API_PORT}",
             )
         )
         return hcloud.Server(
-            f"{name}-agent-{index}", name=f"{args.hostname}-agent-{index}",
-            server_type=args.server_type, image=args.image, location=args.location,
-            ssh_keys=[admin_key.id], firewall_ids=firewall_ids,
+            f"{name}-agent-{index}",
+            name=f"{args.hostname}-agent-{index}",
+            server_type=args.server_type,
+            image=args.image,
+            location=args.location,
+            ssh_keys=[admin_key.id],
+            firewall_ids=firewall_ids,
             networks=[hcloud.ServerNetworkArgs(network_id=network.id.apply(int), ip=private_ip)],
-            user_data=pulumi.Output.secret(user_data), shutdown_before_deletion=True, opts=opts,
+            user_data=pulumi.Output.secret(user_data),
+            shutdown_before_deletion=True,
+            opts=opts,
         )

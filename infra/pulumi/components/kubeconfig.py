@@ -96,8 +96,11 @@ def kubeconfig_output(
     inputs = pulumi.Output.all(host, client_private_key, host_public_key, ready)
     request = inputs.apply(
         lambda v: KubeconfigRequest(
-            host=v[0], client_private_key=v[1], host_public_key=v[2],
-            tunnel_port=tunnel_port, timeout=timeout,
+            host=v[0],
+            client_private_key=v[1],
+            host_public_key=v[2],
+            tunnel_port=tunnel_port,
+            timeout=timeout,
         )
     )
     return pulumi.Output.secret(request.apply(source))
