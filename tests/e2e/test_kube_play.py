@@ -113,11 +113,10 @@ def local_env(env: list[dict], ports: dict[str, int]) -> list[dict]:
     overrides = {f"ECSTATIC_{name.upper()}_PORT": str(port) for name, port in ports.items()}
     overrides |= {
         "ECSTATIC_BIND_HOST": "127.0.0.1",
+        "ECSTATIC_INTAKE_SYSLOG_HOST": "127.0.0.1",
         "ECSTATIC_API_URL": f"http://127.0.0.1:{ports['api']}",
         "ECSTATIC_SITE_SCHEME": "http",
     }
-    if "ECSTATIC_INTAKE_SYSLOG_HOST" in values:
-        overrides["ECSTATIC_INTAKE_SYSLOG_HOST"] = "127.0.0.1"
     if "ECSTATIC_CLICKHOUSE_URL" in values:
         overrides["ECSTATIC_CLICKHOUSE_URL"] = f"chdb://{HOME}/{STATE['clickhouse'].path}"
     for name, value in overrides.items():

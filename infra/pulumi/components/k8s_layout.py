@@ -172,9 +172,6 @@ class Layout:
         env = dict(self.config().environ())
         # The default (the embedded engine's path) never reaches a pod: the URL is a secret.
         env.pop("ECSTATIC_CLICKHOUSE_URL")
-        if any(lis.protocol == "syslog" for lis in process.listeners):
-            # NOTE(platform): environ() leaves the syslog bind host out (default loopback).
-            env["ECSTATIC_INTAKE_SYSLOG_HOST"] = "0.0.0.0"
         items: list[Json] = [{"name": k, "value": v} for k, v in sorted(env.items())]
         if process.storage:  # only the rooms that open ClickHouse get its credentials
             ref = {"name": CLICKHOUSE_URL_SECRET, "key": CLICKHOUSE_URL_KEY}
