@@ -48,6 +48,8 @@ case "${1:-}" in
     ;;
   test)
     install_system "${APT_PACKAGES[@]}" "${TEST_APT_PACKAGES[@]}"; install_python
+    # podman settings and the Debian base image the container tests build on (no registry).
+    infra/images/prepare-podman.sh
     shift
     exec "$VENV/bin/python" -m pytest "$@"
     ;;

@@ -1,0 +1,1 @@
+"""Container images of Ecstatic and its platform (Caddy, Prometheus), built with podman."""
