@@ -105,19 +105,43 @@ class IntakeMetrics:
 
 
 class GitMetrics:
-    """Pushes and the deploys they trigger."""
+    """Pushes and the deploys they trigger, step by step."""
 
     def __init__(self, registry: CollectorRegistry):
         self.deploys = Counter(
             "ecstatic_git_deploys",
-            "Deploys by outcome (success, rejected, failed).",
-            ["outcome"],
+            "Deploys by outcome (live, failed, superseded, rejected) and failure reason.",
+            ["outcome", "reason"],
             registry=registry,
         )
         self.deploy_duration = Histogram(
             "ecstatic_git_deploy_duration_seconds",
-            "Time from the end of a push to the site being live.",
-            buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
+            "Time from the end of a push to the deploy's outcome.",
+            buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900),
+            registry=registry,
+        )
+        self.step_duration = Histogram(
+            "ecstatic_git_deploy_step_duration_seconds",
+            "Time each pipeline step took (checkout, build, publish, activate, record).",
+            ["step"],
+            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900),
+            registry=registry,
+        )
+        self.build_duration = Histogram(
+            "ecstatic_git_build_duration_seconds",
+            "Time user builds ran in the sandbox, whatever their outcome.",
+            buckets=(0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900),
+            registry=registry,
+        )
+        self.files = Counter(
+            "ecstatic_git_deploy_files",
+            "Files of published releases: uploaded, or skipped because the CDN had them.",
+            ["result"],
+            registry=registry,
+        )
+        self.uploaded_bytes = Counter(
+            "ecstatic_git_deploy_uploaded_bytes",
+            "Bytes sent to the CDN backend.",
             registry=registry,
         )
         self.deploy_bytes = Histogram(
