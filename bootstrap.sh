@@ -6,10 +6,13 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-APT_PACKAGES=(caddy prometheus git curl ca-certificates python3 python3-venv python3-dev gcc chromium)
+# Builds run user commands in bubblewrap; Hugo is the generator Debian ships.
+APT_PACKAGES=(caddy prometheus prometheus-alertmanager git curl ca-certificates python3 python3-venv
+  python3-dev gcc chromium bubblewrap hugo)
 # Only the test suite needs these: containers (podman with runc, debootstrap for the base
 # image) and cloud-init's own schema validator for the Pulumi program's user data.
-TEST_APT_PACKAGES=(podman runc debootstrap uidmap slirp4netns fuse-overlayfs cloud-init)
+# catatonit: podman's pause binary, which `podman kube play` needs for a pod's infra container.
+TEST_APT_PACKAGES=(podman runc catatonit debootstrap uidmap slirp4netns fuse-overlayfs cloud-init)
 VENV=.venv
 
 say() { printf '==> %s\n' "$*" >&2; }
