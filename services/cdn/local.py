@@ -16,32 +16,39 @@ import contextlib
 import logging
 import os
 import secrets
-import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from .base import (
+    ActivateResult,
     CDNBackend,
     PublishError,
     PublishResult,
+    ReleaseBackend,
     SourceFile,
     check_hostname,
     check_identifier,
     check_relative_path,
 )
 
-__all__ = ["LocalCDN"]
+__all__ = ["LocalCDN", "remove_tree"]
 
 log = logging.getLogger(__name__)
 
 _TMP_PREFIX = ".tmp-"
+_TRASH_PREFIX = ".trash-"
 _CHUNK = 1 << 20
 
 
-class LocalCDN(CDNBackend):
-    """Release directories under ``root``, made live by atomic symlink switches."""
+class LocalCDN(CDNBackend, ReleaseBackend):
+    """Release directories under ``root``, made live by atomic symlink switches.
+
+    Release ids sort like the deploys they come from (``{number:08d}-{deploy_id}``, or
+    the older timestamped ids): "newest" is the id's order, never a directory mtime,
+    which a crash mid-removal can leave looking newest.
+    """
 
     def __init__(
         self,
@@ -60,7 +67,7 @@ class LocalCDN(CDNBackend):
             sync: Flush written files to disk before switching, so a crash right
                 after a switch cannot leave the live site pointing at empty files.
             stale_seconds: Age after which an abandoned temporary release is removed.
-            clock: Wall clock in seconds: orders releases, ages abandoned temporaries.
+            clock: Wall clock in seconds: ages abandoned temporaries.
         """
         if keep < 2:
             raise ValueError("keep must be at least 2")
@@ -80,6 +87,11 @@ class LocalCDN(CDNBackend):
         """One symlink per hostname, pointing at the live release."""
         return self.root / "live"
 
+    def release_path(self, site_id: str, release_id: str) -> Path:
+        """Where a release's files are (or would be)."""
+        site = check_identifier("site id", site_id)
+        return self.releases_dir / site / check_identifier("release id", release_id)
+
     def publish(
         self,
         site_id: str,
@@ -89,21 +101,29 @@ class LocalCDN(CDNBackend):
     ) -> PublishResult:
         """Write a release, switch every hostname to it, then prune old releases.
 
-        See ``CDNBackend.publish``.
+        See ``CDNBackend.publish``. Pruning never fails the publish: the new release
+        is live by then, and a release that cannot be removed is retried by ``sweep``.
         """
-        check_identifier("site id", site_id)
-        check_identifier("release id", release_id)
-        if isinstance(hostnames, str) or not hostnames:
-            raise PublishError("a release needs at least one hostname")
-        hosts = list(dict.fromkeys(check_hostname(h) for h in hostnames))
+        hosts = _hosts(hostnames)
+        result = self.stage(site_id, release_id, source)
+        self._switch(hosts, site_id, release_id)
+        log.info(
+            "release published",
+            extra={"site_id": site_id, "release": release_id, "hosts": hosts,
+                   "files": result.file_count, "bytes": result.bytes},
+        )
+        self.prune(site_id)
+        return result
 
-        site_dir = self.releases_dir / site_id
-        site_dir.mkdir(parents=True, exist_ok=True)
-        final = site_dir / release_id
+    def stage(
+        self, site_id: str, release_id: str, source: Path | Iterable[SourceFile]
+    ) -> PublishResult:
+        """Store a complete release under its final name; nothing is served from it yet."""
+        final = self.release_path(site_id, release_id)
+        final.parent.mkdir(parents=True, exist_ok=True)
         if os.path.lexists(final):
             raise PublishError(f"release {release_id} already exists")
-
-        staging = Path(tempfile.mkdtemp(prefix=_TMP_PREFIX, dir=site_dir))
+        staging = Path(tempfile.mkdtemp(prefix=_TMP_PREFIX, dir=final.parent))
         try:
             result = _fill(staging, source)
             if self._sync:
@@ -111,28 +131,32 @@ class LocalCDN(CDNBackend):
             os.chmod(staging, 0o755)
             os.rename(staging, final)
         except BaseException as exc:
-            shutil.rmtree(staging, ignore_errors=True)
+            _discard(staging)
             if isinstance(exc, OSError):
                 raise PublishError(f"could not store the release: {exc}") from exc
             raise
-        # The directory's mtime orders releases for pruning. Stamp it explicitly, to the
-        # nanosecond: the kernel's own timestamps are too coarse to order quick publishes.
-        stamp = int(self._clock() * 1e9)
-        os.utime(final, ns=(stamp, stamp))
-
-        self._switch(hosts, site_id, release_id)
-        log.info(
-            "release published",
-            extra={
-                "site_id": site_id,
-                "release": release_id,
-                "hosts": hosts,
-                "files": result.file_count,
-                "bytes": result.bytes,
-            },
-        )
-        self._prune(site_id)
         return result
+
+    def activate(
+        self, site_id: str, hostnames: Sequence[str], release_id: str, preview: bool = False
+    ) -> ActivateResult:
+        """Switch every hostname to a staged release (atomically, one link each)."""
+        if not self.has_release(site_id, release_id):
+            raise PublishError(f"release {release_id} is not stored")
+        self._switch(_hosts(hostnames), site_id, release_id)
+        return ActivateResult()
+
+    def has_release(self, site_id: str, release_id: str) -> bool:
+        """True when the release is stored."""
+        return self.release_path(site_id, release_id).is_dir()
+
+    def remove_hostnames(self, site_id: str, hostnames: Sequence[str]) -> None:
+        """Stop serving hostnames that serve this site (others' links are left alone)."""
+        for host in _hosts(hostnames):
+            link = self.live_dir / host
+            with contextlib.suppress(OSError):
+                if (_parse_target(os.readlink(link)) or ("",))[0] == site_id:
+                    os.unlink(link)
 
     def live_release(self, hostname: str) -> tuple[str, str] | None:
         """The ``(site_id, release_id)`` a hostname serves, or None if it has none."""
@@ -143,22 +167,62 @@ class LocalCDN(CDNBackend):
         return _parse_target(target)
 
     def releases(self, site_id: str) -> list[str]:
-        """A site's stored releases, newest first."""
+        """A site's stored releases, newest (highest id) first."""
         site_dir = self.releases_dir / check_identifier("site id", site_id)
         try:
-            entries = [
-                e
-                for e in os.scandir(site_dir)
-                if not e.name.startswith(".") and e.is_dir(follow_symlinks=False)
-            ]
+            entries = list(os.scandir(site_dir))
         except FileNotFoundError:
             return []
-        entries.sort(
-            key=lambda e: (e.stat(follow_symlinks=False).st_mtime_ns, e.name), reverse=True
-        )
-        return [e.name for e in entries]
+        names = [
+            e.name for e in entries if not e.name.startswith(".") and e.is_dir(follow_symlinks=False)
+        ]
+        return sorted(names, reverse=True)
+
+    def prune(self, site_id: str, keep: Sequence[str] | None = None) -> None:
+        """Remove releases that are neither kept nor live; never raises.
+
+        Args:
+            site_id: The site.
+            keep: Release ids to keep; by default the ``keep`` newest by id.
+        """
+        try:
+            in_use = {rel for site, rel in self._live_targets() if site == site_id}
+            names = self.releases(site_id)
+            kept = set(names[: self._keep] if keep is None else keep)
+            for name in names:
+                if name not in kept and name not in in_use:
+                    _discard(self.releases_dir / site_id / name)
+                    log.info("release pruned", extra={"site_id": site_id, "release": name})
+            self._sweep_site(self.releases_dir / site_id, self._clock() - self._stale_seconds)
+        except Exception:  # noqa: BLE001 - pruning costs disk, never a deploy
+            log.warning("release pruning failed", extra={"site_id": site_id}, exc_info=True)
+
+    def sweep(self) -> None:
+        """At start: remove what a killed process left (temporaries, half-removed releases)."""
+        try:
+            sites = [e.path for e in os.scandir(self.releases_dir) if e.is_dir()]
+        except FileNotFoundError:
+            sites = []
+        for site_dir in sites:
+            self._sweep_site(Path(site_dir), cutoff=float("inf"))
+        with contextlib.suppress(FileNotFoundError):
+            for entry in os.scandir(self.live_dir):
+                if entry.name.startswith(".") and entry.name.endswith(".tmp"):
+                    with contextlib.suppress(OSError):
+                        os.unlink(entry.path)
 
     # -- internals --------------------------------------------------------------------
+
+    def _sweep_site(self, site_dir: Path, cutoff: float) -> None:
+        for entry in os.scandir(site_dir):
+            stale = entry.name.startswith(_TMP_PREFIX) and (
+                entry.stat(follow_symlinks=False).st_mtime < cutoff
+            )
+            if stale or entry.name.startswith(_TRASH_PREFIX):
+                try:
+                    remove_tree(Path(entry.path))
+                except OSError:
+                    log.warning("could not remove %s", entry.name, exc_info=True)
 
     def _switch(self, hosts: list[str], site_id: str, release_id: str) -> None:
         self.live_dir.mkdir(parents=True, exist_ok=True)
@@ -191,25 +255,70 @@ class LocalCDN(CDNBackend):
                         targets.add(parsed)
         return targets
 
-    def _prune(self, site_id: str) -> None:
-        # Pruning runs only after the switch, and never touches a release any hostname
-        # still serves: a failure here costs disk space, never availability.
-        try:
-            in_use = {rel for site, rel in self._live_targets() if site == site_id}
-            site_dir = self.releases_dir / site_id
-            for name in self.releases(site_id)[self._keep :]:
-                if name not in in_use:
-                    shutil.rmtree(site_dir / name)
-                    log.info("release pruned", extra={"site_id": site_id, "release": name})
-            cutoff = self._clock() - self._stale_seconds
-            for entry in os.scandir(site_dir):
-                if (
-                    entry.name.startswith(_TMP_PREFIX)
-                    and entry.stat(follow_symlinks=False).st_mtime < cutoff
-                ):
-                    shutil.rmtree(entry.path, ignore_errors=True)
-        except OSError:
-            log.warning("release pruning failed", extra={"site_id": site_id}, exc_info=True)
+
+def remove_tree(path: Path) -> None:
+    """Remove a directory tree without recursion and without deep paths.
+
+    Python 3.11's ``shutil.rmtree`` and ``os.walk`` both recurse, so a tree nested a
+    thousand deep raises ``RecursionError``; its paths also outgrow ``PATH_MAX``.
+    Instead every subdirectory found is first moved up to sit directly under ``path``
+    (relative to open directory fds), so the work list stays flat and at most two
+    descriptors are open. Symlinks are unlinked, never followed.
+    """
+    try:
+        top = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return
+    except NotADirectoryError:
+        os.unlink(path)
+        return
+    try:
+        pending = _empty_dir(top, top)
+        while pending:
+            name = pending.pop()
+            fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=top)
+            try:
+                pending.extend(_empty_dir(fd, top))
+            finally:
+                os.close(fd)
+            os.rmdir(name, dir_fd=top)
+    finally:
+        os.close(top)
+    os.rmdir(path)
+
+
+def _empty_dir(fd: int, top: int) -> list[str]:
+    """Unlink the files in directory ``fd``; move its subdirectories under ``top``."""
+    moved = []
+    with os.scandir(fd) as entries:
+        names = [(e.name, e.is_dir(follow_symlinks=False)) for e in entries]
+    for name, is_dir in names:
+        if not is_dir:
+            os.unlink(name, dir_fd=fd)
+        elif fd == top:
+            moved.append(name)
+        else:
+            flat = f".rm-{secrets.token_hex(8)}"
+            os.rename(name, flat, src_dir_fd=fd, dst_dir_fd=top)
+            moved.append(flat)
+    return moved
+
+
+def _discard(path: Path) -> None:
+    # Rename first (atomic): a crash mid-removal leaves a ".trash-" entry that no
+    # listing shows and the next sweep finishes, never a half-deleted release.
+    trash = path.with_name(f"{_TRASH_PREFIX}{path.name}-{secrets.token_hex(4)}")
+    try:
+        os.rename(path, trash)
+    except FileNotFoundError:
+        return
+    remove_tree(trash)
+
+
+def _hosts(hostnames: Sequence[str]) -> list[str]:
+    if isinstance(hostnames, str) or not hostnames:
+        raise PublishError("a release needs at least one hostname")
+    return list(dict.fromkeys(check_hostname(h) for h in hostnames))
 
 
 def _parse_target(target: str) -> tuple[str, str] | None:
@@ -230,21 +339,25 @@ def _fill(staging: Path, source: Path | Iterable[SourceFile]) -> PublishResult:
 
 
 def _copy_tree(source: Path, writer: _ReleaseWriter) -> None:
+    # An explicit stack, not os.walk (which recurses on 3.11): build output is untrusted.
     if not source.is_dir():
         raise PublishError(f"{source} is not a directory")
-    for dirpath, dirnames, filenames in os.walk(source, followlinks=False):
-        dirnames.sort()
-        for name in sorted(filenames) + [
-            d for d in dirnames if os.path.islink(os.path.join(dirpath, d))
-        ]:
-            full = os.path.join(dirpath, name)
-            rel = os.path.relpath(full, source).replace(os.sep, "/")
-            if os.path.islink(full):
+    stack = [""]
+    while stack:
+        rel_dir = stack.pop()
+        with os.scandir(source / rel_dir if rel_dir else source) as scan:
+            entries = sorted(scan, key=lambda e: e.name, reverse=True)
+        for entry in entries:
+            rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
+            if entry.is_symlink():
                 raise PublishError(f"{rel} is a symlink; releases hold regular files only")
-            if not os.path.isfile(full):
+            if entry.is_dir(follow_symlinks=False):
+                stack.append(rel)
+            elif not entry.is_file(follow_symlinks=False):
                 raise PublishError(f"{rel} is not a regular file")
-            with open(full, "rb") as handle:
-                writer.write(rel, iter(lambda h=handle: h.read(_CHUNK), b""))
+            else:
+                with open(entry.path, "rb") as handle:
+                    writer.write(rel, iter(lambda h=handle: h.read(_CHUNK), b""))
 
 
 class _ReleaseWriter:

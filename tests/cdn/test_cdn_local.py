@@ -195,10 +195,15 @@ def test_old_releases_are_pruned_after_the_switch(cdn):
     assert cdn.live_release("blog.localhost") == (SITE, "r5")
 
 
-def test_pruning_orders_by_publish_time_not_by_name(cdn):
-    for name in ["zz", "aa", "mm", "bb"]:
-        cdn.publish(SITE, ["blog.localhost"], name, files(index_html=name))
-    assert cdn.releases(SITE) == ["bb", "mm", "aa"]
+def test_pruning_orders_by_deploy_number_not_by_mtime(cdn):
+    # Ids carry the deploy number; a directory's mtime (touched by a crash mid-removal,
+    # a backup restore, a clock jump) says nothing about which deploy is newer.
+    for number in [3, 1, 4, 2]:
+        cdn.publish(SITE, ["blog.localhost"], f"{number:08d}-d{number}", files(i=str(number)))
+        old = 2_000_000_000 + number  # make every older id look freshly modified
+        os.utime(cdn.releases_dir / SITE / f"{number:08d}-d{number}", (old, old))
+    assert cdn.releases(SITE) == ["00000004-d4", "00000003-d3", "00000002-d2"]
+    assert cdn.live_release("blog.localhost") == (SITE, "00000002-d2")  # live is kept
 
 
 def test_pruning_spares_releases_another_hostname_still_serves(cdn):
@@ -293,3 +298,104 @@ def test_visitors_never_see_a_missing_file_during_switches(tmp_path):
     assert seen <= {f"v{n}" for n in range(150)}
     assert len(seen) > 1
     assert Path(cdn.live_dir / "blog.localhost").is_symlink()
+
+
+# -- numbered releases, non-recursive removal, startup sweep ---------------------------
+
+
+def deep_tree(root: Path, depth: int, name: str = "d" * 40) -> None:
+    # Built with dir fds: the full path is far longer than PATH_MAX.
+    os.makedirs(root)
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for level in range(depth):
+            os.mkdir(name, dir_fd=fd)
+            with open(os.open(f"f{level}", os.O_WRONLY | os.O_CREAT, dir_fd=fd), "w") as f:
+                f.write("x")
+            child = os.open(name, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd = child
+    finally:
+        os.close(fd)
+
+
+def test_remove_tree_handles_a_thousand_levels_and_long_paths(tmp_path):
+    from services.cdn.local import remove_tree
+
+    deep_tree(tmp_path / "deep", 1000)
+    remove_tree(tmp_path / "deep")
+    assert not (tmp_path / "deep").exists()
+
+
+def test_remove_tree_unlinks_symlinks_without_following(tmp_path):
+    from services.cdn.local import remove_tree
+
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "keep").write_text("k")
+    (tmp_path / "t" / "sub").mkdir(parents=True)
+    (tmp_path / "t" / "sub" / "link").symlink_to(outside)
+    (tmp_path / "t" / "file-link").symlink_to(outside / "keep")
+    remove_tree(tmp_path / "t")
+    assert not (tmp_path / "t").exists()
+    assert (outside / "keep").read_text() == "k"
+
+
+def test_pruning_a_deeply_nested_old_release_never_fails_a_publish(cdn):
+    deep_tree(cdn.releases_dir / SITE / "00000001-old", 1000)
+    for n in range(2, 6):
+        cdn.publish(SITE, ["blog.localhost"], f"{n:08d}-d", files(index_html=str(n)))
+    assert cdn.releases(SITE) == ["00000005-d", "00000004-d", "00000003-d"]
+
+
+def test_a_prune_that_fails_is_logged_not_raised(cdn, caplog, monkeypatch):
+    import services.cdn.local as local
+
+    for n in range(1, 4):
+        cdn.publish(SITE, ["blog.localhost"], f"{n:08d}-d", files(index_html=str(n)))
+
+    def broken(path):
+        raise RecursionError("simulated")
+
+    monkeypatch.setattr(local, "remove_tree", broken)
+    result = cdn.publish(SITE, ["blog.localhost"], "00000004-d", files(index_html="4"))
+    assert result.file_count == 1
+    assert cdn.live_release("blog.localhost") == (SITE, "00000004-d")
+    assert "release pruning failed" in caplog.text
+
+
+def test_a_removal_killed_midway_is_invisible_and_finished_by_the_sweep(tmp_path):
+    cdn = LocalCDN(tmp_path / "cdn", keep=2, sync=False)
+    cdn.publish(SITE, ["blog.localhost"], "00000001-a", files(index_html="1"))
+    cdn.publish(SITE, ["blog.localhost"], "00000002-b", files(index_html="2"))
+    site_dir = cdn.releases_dir / SITE
+    # What a kill -9 leaves: a release renamed for removal, half emptied, and a staging dir.
+    (site_dir / ".trash-00000003-c-1234").mkdir()
+    (site_dir / ".trash-00000003-c-1234" / "half").write_text("x")
+    (site_dir / ".tmp-abandoned").mkdir()
+    (cdn.live_dir / ".blog.localhost.abc.tmp").symlink_to("../releases/x/y")
+
+    assert cdn.releases(SITE) == ["00000002-b", "00000001-a"]
+    LocalCDN(tmp_path / "cdn", sync=False).sweep()  # what build() runs at start
+
+    assert sorted(p.name for p in site_dir.iterdir()) == ["00000001-a", "00000002-b"]
+    assert [p.name for p in cdn.live_dir.iterdir()] == ["blog.localhost"]
+    assert read_live(cdn, "blog.localhost", "index_html") == "2"
+
+
+def test_release_backend_stage_activate_prune(cdn, tmp_path):
+    src = tmp_path / "src"
+    (src / "a").mkdir(parents=True)
+    (src / "a" / "b.txt").write_text("b")
+    for n in (1, 2, 3):
+        stored = cdn.stage(SITE, f"{n:08d}-d", src)
+        assert stored == PublishResult(file_count=1, bytes=1)
+    assert cdn.live_release("blog.localhost") is None  # staging serves nothing
+    cdn.activate(SITE, ["blog.localhost"], "00000001-d")
+    assert read_live(cdn, "blog.localhost", "a/b.txt") == "b"
+    cdn.prune(SITE, keep=["00000003-d"])
+    assert cdn.releases(SITE) == ["00000003-d", "00000001-d"]  # kept + live
+    with pytest.raises(PublishError):
+        cdn.activate(SITE, ["blog.localhost"], "00000002-d")
+    cdn.remove_hostnames(SITE, ["blog.localhost"])
+    assert cdn.live_release("blog.localhost") is None
