@@ -63,6 +63,7 @@ class Config:
     auth_cache_seconds: float
     bind_host: str
     access_log_roll_mb: int
+    deploy_credential_seconds: int = 900
     extra: Mapping[str, str] = field(default_factory=dict)
 
     # -- derived locations: every piece of state lives under ``home`` --
@@ -152,6 +153,7 @@ class Config:
             "ECSTATIC_AUTH_CACHE_SECONDS": repr(self.auth_cache_seconds),
             "ECSTATIC_BIND_HOST": self.bind_host,
             "ECSTATIC_ACCESS_LOG_ROLL_MB": str(self.access_log_roll_mb),
+            "ECSTATIC_DEPLOY_CREDENTIAL_SECONDS": str(self.deploy_credential_seconds),
         }
         for name, value in self.ports.items():
             env[f"ECSTATIC_{name.upper()}_PORT"] = str(value)
@@ -245,6 +247,10 @@ class Config:
             auth_cache_seconds=number("ECSTATIC_AUTH_CACHE_SECONDS", 5.0, 0, 3600),
             bind_host=bind_host,
             access_log_roll_mb=integer("ECSTATIC_ACCESS_LOG_ROLL_MB", 100, 1, 100_000),
+            # Push credentials outlive one build: long enough for a slow one, no longer.
+            deploy_credential_seconds=integer(
+                "ECSTATIC_DEPLOY_CREDENTIAL_SECONDS", 900, 60, 86_400
+            ),
         )
         if errors:
             raise ConfigError("invalid configuration:\n  " + "\n  ".join(errors))

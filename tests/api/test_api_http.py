@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from services.core.runtime import Context
 from services.falcon_apps.api.app import build
+from services.falcon_apps.api.deploys import DEPLOY_FIELDS
 from services.falcon_apps.api.store import MetadataStore
 
 SHA = "0123456789abcdef0123456789abcdef01234567"
@@ -89,6 +90,8 @@ def test_create_site_answers_201_with_site_json(client, config, alice):
         "hostnames",
         "created_at",
         "current_deploy",
+        "live_deploy",
+        "previews",
     }
     assert re.fullmatch(r"[0-9a-f]{16}", site["id"])
     assert site["name"] == "blog"
@@ -96,7 +99,8 @@ def test_create_site_answers_201_with_site_json(client, config, alice):
     assert site["git_url"] == config.git_url(site["id"])
     assert site["hostnames"] == [config.site_hostname("blog")] == ["blog.localhost"]
     assert datetime.fromisoformat(site["created_at"]).utcoffset().total_seconds() == 0
-    assert site["current_deploy"] is None
+    assert site["current_deploy"] is None and site["live_deploy"] is None
+    assert site["previews"] == []
     assert response.headers["location"] == f"/v1/sites/{site['id']}"
 
 
@@ -176,35 +180,35 @@ def test_arbitrary_site_bodies_never_cause_a_server_error(client, alice, body):
 
 
 # -- deploys --
-def test_deploy_answers_201_and_becomes_current(client, alice):
+def test_old_recorder_body_records_a_live_deploy_that_becomes_current(client, alice):
+    # The 0.1.0 body services/git/recorder.py sends: a production deploy, live now.
     site = create_site(client, alice)
     response = post_deploy(client, alice, site["id"])
     assert response.status_code == 201
     first = response.json
-    assert set(first) == {
-        "id",
-        "site_id",
-        "commit_sha",
-        "release",
-        "file_count",
-        "bytes",
-        "created_at",
-        "status",
-    }
+    assert set(first) == {*DEPLOY_FIELDS, "current"}
     assert re.fullmatch(r"[0-9a-f]{16}", first["id"])
     assert (first["site_id"], first["commit_sha"], first["release"]) == (site["id"], SHA, "r1")
-    assert (first["file_count"], first["bytes"], first["status"]) == (3, 1024, "live")
+    assert (first["file_count"], first["bytes"], first["state"]) == (3, 1024, "live")
+    assert (first["number"], first["context"], first["hostname"]) == (
+        1,
+        "production",
+        "blog.localhost",
+    )
+    assert first["current"] is True
+    assert response.headers["location"] == f"/v1/sites/{site['id']}/deploys/{first['id']}"
     shown = client.simulate_get(f"/v1/sites/{site['id']}", headers=alice["headers"]).json
-    assert shown["current_deploy"] == first
+    assert shown["current_deploy"] == shown["live_deploy"] == first
 
     second = post_deploy(client, alice, site["id"], release="r2", file_count=0, bytes=0).json
+    assert second["number"] == 2
     shown = client.simulate_get(f"/v1/sites/{site['id']}", headers=alice["headers"]).json
-    assert shown["current_deploy"] == second
+    assert shown["live_deploy"] == second
     listed = client.simulate_get("/v1/sites", headers=alice["headers"]).json["sites"]
-    assert listed[0]["current_deploy"] == second
+    assert listed[0]["live_deploy"] == second
     history = client.simulate_get(f"/v1/sites/{site['id']}/deploys", headers=alice["headers"])
     assert history.status_code == 200
-    assert history.json == {"deploys": [second, first]}
+    assert history.json == {"deploys": [second, {**first, "current": False}]}
 
 
 def test_deploy_to_another_users_site_is_404_and_records_nothing(client, alice, bob):

@@ -107,7 +107,7 @@ def test_last_used_at_is_touched_at_most_once_a_minute(config, store, clock, ali
 
 def test_sites_belong_to_their_owner(store, alice, bob):
     site = store.create_site(alice["id"], "blog", "blog.example.test")
-    assert site["name"] == "blog" and site["current_deploy"] is None
+    assert site["name"] == "blog" and site["live_deploy"] is None and site["previews"] == []
     assert store.get_site(alice["id"], site["id"]) == site
     assert store.list_sites(alice["id"]) == [site]
     assert store.list_sites(bob["id"]) == []
@@ -145,21 +145,22 @@ def test_create_site_checks_name_and_user(store, alice):
 def test_record_deploy_becomes_current(store, alice):
     site = store.create_site(alice["id"], "blog", "blog.example.test")
     first = deploy(store, alice, site, "r1")
-    assert first["status"] == "live" and first["site_id"] == site["id"]
-    assert store.get_site(alice["id"], site["id"])["current_deploy"] == first
+    assert first["state"] == "live" and first["site_id"] == site["id"] and first["current"]
+    assert store.get_site(alice["id"], site["id"])["live_deploy"] == first
     second = deploy(store, alice, site, "r2", file_count=0, bytes=0)
-    assert store.get_site(alice["id"], site["id"])["current_deploy"] == second
-    assert store.list_sites(alice["id"])[0]["current_deploy"] == second
-    assert store.list_deploys(site["id"]) == [second, first]
+    assert store.get_site(alice["id"], site["id"])["live_deploy"] == second
+    assert store.list_sites(alice["id"])[0]["live_deploy"] == second
+    assert store.list_deploys(alice["id"], site["id"]) == [second, {**first, "current": False}]
 
 
-def test_newest_recorded_deploy_is_current_even_if_the_clock_steps_back(store, clock, alice):
+def test_order_is_the_number_not_the_clock(store, clock, alice):
     site = store.create_site(alice["id"], "blog", "blog.example.test")
     deploy(store, alice, site, "r1")
     clock.now -= timedelta(hours=1)
     latest = deploy(store, alice, site, "r2")
-    assert store.get_site(alice["id"], site["id"])["current_deploy"]["release"] == "r2"
-    assert store.list_deploys(site["id"])[0] == latest
+    assert latest["number"] == 2
+    assert store.get_site(alice["id"], site["id"])["live_deploy"]["release"] == "r2"
+    assert store.list_deploys(alice["id"], site["id"])[0] == latest
 
 
 def test_other_user_cannot_deploy_to_a_site(store, alice, bob):
@@ -170,7 +171,9 @@ def test_other_user_cannot_deploy_to_a_site(store, alice, bob):
         store.record_deploy(
             alice["id"], "ffffffffffffffff", commit_sha=SHA, release="r", file_count=0, bytes=0
         )
-    assert store.list_deploys(site["id"]) == []
+    with pytest.raises(NotFound):
+        store.list_deploys(bob["id"], site["id"])
+    assert store.list_deploys(alice["id"], site["id"]) == []
 
 
 def test_hostmap_lists_every_site(store, alice, bob):

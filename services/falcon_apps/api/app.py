@@ -12,15 +12,19 @@ from services.core.metrics import HttpMetrics
 from services.core.runtime import Context, Mount
 from services.falcon_apps.common import create_base_app
 
-from .resources import (
-    AuthMiddleware,
-    CurrentUser,
+from .deploy_resources import (
+    Activation,
+    Credentials,
+    DeployItem,
+    DeployLog,
     Deploys,
-    HostMap,
-    HostnameCheck,
-    SitePresenter,
-    Sites,
+    Previews,
+    Purge,
 )
+from .middleware import AuthMiddleware
+from .presenter import SitePresenter
+from .purge import NoPurge, SitePurger
+from .resources import CurrentUser, HostMap, HostnameCheck, Sites
 from .store import MetadataStore
 
 __all__ = ["PATHS", "create_app", "build"]
@@ -30,20 +34,35 @@ __all__ = ["PATHS", "create_app", "build"]
 PATHS = re.compile(r"^/(v1|internal)/")
 
 
-def create_app(store: MetadataStore, config: Config, http_metrics: HttpMetrics) -> falcon.App:
+def create_app(
+    store: MetadataStore,
+    config: Config,
+    http_metrics: HttpMetrics,
+    purger: SitePurger | None = None,
+) -> falcon.App:
     """The api's Falcon app around an already-open store.
 
     Args:
-        store: users, tokens, sites and deploys (a fake in unit tests).
-        config: supplies the site URLs, git URLs and hostnames in site JSON.
+        store: users, tokens, sites, deploys, credentials and logs.
+        config: supplies the site URLs, git URLs, hostnames and the credential lifetime.
         http_metrics: the process's request metrics.
+        purger: empties the CDN cache of a site; the local backend has none to empty.
     """
     app = create_base_app(http_metrics, "api", middleware=[AuthMiddleware(store)])
     presenter = SitePresenter(config)
     sites = Sites(store, presenter, config)
+    site = "/v1/sites/{site_id}"
+    deploy = site + "/deploys/{deploy_id}"
     app.add_route("/v1/sites", sites)
-    app.add_route("/v1/sites/{site_id}", sites, suffix="item")
-    app.add_route("/v1/sites/{site_id}/deploys", Deploys(store, presenter))
+    app.add_route(site, sites, suffix="item")
+    app.add_route(site + "/credentials", Credentials(store, config.deploy_credential_seconds))
+    app.add_route(site + "/deploys", Deploys(store, presenter, config))
+    app.add_route(deploy, DeployItem(store, presenter))
+    app.add_route(deploy + "/log", DeployLog(store))
+    app.add_route(deploy + "/activate", Activation(store, presenter))
+    # Branch names may hold slashes ("feature/login"): the rest of the path is the branch.
+    app.add_route(site + "/previews/{branch:path}", Previews(store))
+    app.add_route(site + "/purge", Purge(store, presenter, purger or NoPurge()))
     app.add_route("/v1/user", CurrentUser())
     app.add_route("/internal/hostmap", HostMap(store))
     api_host = urlsplit(config.public_url).hostname or ""

@@ -1,4 +1,4 @@
-"""The api's SQLite file: its schema, and connections shared by threads and processes.
+"""The api's SQLite file: migrated on open, and connections shared by threads and processes.
 
 One connection per process, guarded by a lock: the api's gunicorn threads share it, and
 the CLI (``ecstatic admin create-user``) opens the same file from another process while
@@ -10,59 +10,36 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import sqlite3
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 
 from services.core.errors import Unavailable
 
-__all__ = ["SCHEMA", "Database"]
+from . import migrate
+
+__all__ = ["Database", "iso", "new_id", "utc_now"]
 
 log = logging.getLogger(__name__)
 
-# Idempotent: every process that opens the file runs it.
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS users (
-    id TEXT PRIMARY KEY,
-    name TEXT NOT NULL UNIQUE,
-    created_at TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS tokens (
-    id TEXT PRIMARY KEY,
-    user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
-    token_hash TEXT NOT NULL UNIQUE,
-    created_at TEXT NOT NULL,
-    last_used_at TEXT
-);
-CREATE TABLE IF NOT EXISTS sites (
-    id TEXT PRIMARY KEY,
-    name TEXT NOT NULL UNIQUE,
-    user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
-    created_at TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS sites_by_user ON sites(user_id);
-CREATE TABLE IF NOT EXISTS hostnames (
-    hostname TEXT PRIMARY KEY,
-    site_id TEXT NOT NULL REFERENCES sites(id) ON DELETE CASCADE
-);
-CREATE INDEX IF NOT EXISTS hostnames_by_site ON hostnames(site_id);
-CREATE TABLE IF NOT EXISTS deploys (
-    -- seq orders deploys by insertion: the newest recorded deploy is the live one,
-    -- whatever the wall clock did in between.
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    id TEXT NOT NULL UNIQUE,
-    site_id TEXT NOT NULL REFERENCES sites(id) ON DELETE CASCADE,
-    commit_sha TEXT NOT NULL,
-    release TEXT NOT NULL,
-    file_count INTEGER NOT NULL CHECK (file_count >= 0),
-    bytes INTEGER NOT NULL CHECK (bytes >= 0),
-    status TEXT NOT NULL,
-    created_at TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS deploys_by_site ON deploys(site_id, seq);
-"""
+
+def utc_now() -> datetime:
+    """The current time, timezone-aware (the default clock of every store)."""
+    return datetime.now(UTC)
+
+
+def new_id() -> str:
+    """A fresh 16-hex-digit id (users, tokens, sites, deploys, credentials)."""
+    return secrets.token_hex(8)
+
+
+def iso(moment: datetime) -> str:
+    """``moment`` as the contract's UTC timestamp: ``2024-05-01T12:00:01.000Z``."""
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _is_busy(exc: sqlite3.OperationalError) -> bool:
@@ -71,10 +48,10 @@ def _is_busy(exc: sqlite3.OperationalError) -> bool:
 
 
 class Database:
-    """A SQLite file with ``SCHEMA`` applied, handing out transactions one at a time."""
+    """A SQLite file at the newest migration, handing out transactions one at a time."""
 
     def __init__(self, path: Path, busy_timeout: float = 10.0):
-        """Create the file (mode 0600) and its directory if needed, and apply the schema.
+        """Create the file (mode 0600) and its directory if needed, and migrate it.
 
         Args:
             path: the SQLite file.
@@ -89,8 +66,11 @@ class Database:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # Token hashes live here: readable by the service user only.
         self.path.touch(mode=0o600, exist_ok=True)
+        # Numbered migrations (yoyo), under yoyo's lock: safe with another process
+        # opening the same file at the same moment, and a no-op once up to date.
+        migrate.apply(self.path, busy_timeout)
         with self._lock:
-            self._connection().executescript(SCHEMA)
+            self._connection()  # switches the file to WAL once, before any worker forks
         # Connect lazily from here on: a preforking server that builds the app in its
         # master then holds no connection to hand down to the workers.
         self.close()

@@ -1,91 +1,78 @@
-"""The api's metadata store: users, token hashes, sites, hostnames and deploys.
+"""The api's metadata store: users, token hashes, sites and hostnames; deploys beside it.
 
 Domain operations over the SQLite file in ``db``. Ownership checks live here, inside
-the same transaction as the write they guard.
+the same transaction as the write they guard. Deploys, push credentials and build logs
+have their own small stores over the same database: ``store.deploys``,
+``store.credentials`` and ``store.logs``.
 """
 
 from __future__ import annotations
 
+import json
 import logging
-import secrets
 import sqlite3
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from services.core.auth import hash_token, new_token, tokens_equal
 from services.core.errors import BadRequest, Conflict, NotFound, Unavailable
 
-from .db import Database
+from .credentials import CredentialStore, new_credential
+from .db import Database, iso, new_id, utc_now
+from .deploys import DEPLOY_FIELDS, DeployStore, require_site
+from .logs import DeployLogStore, LogLimits
+from .previews import PreviewStore
 from .validate import is_site_name, is_user_name
 
 __all__ = ["MetadataStore"]
 
 log = logging.getLogger(__name__)
 
-_DEPLOY_COLUMNS = (
-    "id",
-    "site_id",
-    "commit_sha",
-    "release",
-    "file_count",
-    "bytes",
-    "status",
-    "created_at",
-)
-_INSERT_DEPLOY = (
-    f"INSERT INTO deploys ({', '.join(_DEPLOY_COLUMNS)})"
-    f" VALUES ({', '.join(':' + c for c in _DEPLOY_COLUMNS)})"
-)
-_SELECT_DEPLOYS = (
-    f"SELECT {', '.join(_DEPLOY_COLUMNS)} FROM deploys WHERE site_id = ? ORDER BY seq DESC"
-)
 _INSERT_SITE = (
     "INSERT INTO sites (id, name, user_id, created_at) VALUES (:id, :name, :user_id, :created_at)"
 )
+# The live production deploy is the one the site's pointer names, never the newest.
 _SITE_SELECT = (
     "SELECT s.id, s.name, s.user_id, s.created_at, "
-    + ", ".join(f"d.{c} AS d_{c}" for c in _DEPLOY_COLUMNS)
-    + " FROM sites s LEFT JOIN deploys d"
-    " ON d.seq = (SELECT MAX(seq) FROM deploys WHERE site_id = s.id)"
+    + ", ".join(f"d.{c} AS d_{c}" for c in DEPLOY_FIELDS)
+    + " FROM sites s LEFT JOIN deploys d ON d.id = s.live_deploy_id"
 )
 # Writing last_used_at on every request would make each read a write; once a minute is enough.
 _TOKEN_TOUCH_INTERVAL = timedelta(minutes=1)
 
 
-def _utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
-def _new_id() -> str:
-    return secrets.token_hex(8)
-
-
-def _iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def _site(row: sqlite3.Row) -> dict[str, Any]:
+def _site(row: sqlite3.Row, previews: list[dict[str, Any]]) -> dict[str, Any]:
     site = {key: row[key] for key in ("id", "name", "user_id", "created_at")}
-    site["current_deploy"] = (
-        {c: row[f"d_{c}"] for c in _DEPLOY_COLUMNS} if row["d_id"] is not None else None
-    )
+    live = None
+    if row["d_id"] is not None:
+        live = {c: row[f"d_{c}"] for c in DEPLOY_FIELDS}
+        live["step_seconds"] = json.loads(live["step_seconds"] or "{}")
+        live["current"] = True
+    site["live_deploy"] = live
+    site["previews"] = previews
     return site
 
 
+def _previews_by_site(conn: sqlite3.Connection, site_ids: list[str]) -> dict[str, list]:
+    return {site_id: PreviewStore.list(conn, site_id) for site_id in site_ids}
+
+
 class MetadataStore:
-    """Users, tokens, sites, hostnames and deploys in one SQLite file."""
+    """Users, tokens, sites and hostnames in one SQLite file, and the stores beside them."""
 
     def __init__(
         self,
         path: Path,
-        clock: Callable[[], datetime] = _utc_now,
-        id_factory: Callable[[], str] = _new_id,
+        clock: Callable[[], datetime] = utc_now,
+        id_factory: Callable[[], str] = new_id,
         token_factory: Callable[[], str] = new_token,
         busy_timeout: float = 10.0,
+        credential_factory: Callable[[], str] = new_credential,
+        log_limits: LogLimits = LogLimits(),
     ):
-        """Open (creating if needed) the database at ``path`` and its schema.
+        """Open (creating and migrating if needed) the database at ``path``.
 
         Args:
             path: the SQLite file; its directory is created if missing.
@@ -93,11 +80,16 @@ class MetadataStore:
             id_factory: returns a fresh 16-hex-digit id for users, tokens, sites, deploys.
             token_factory: returns a fresh raw API token.
             busy_timeout: seconds to wait for another process's write to finish.
+            credential_factory: returns a fresh raw push credential.
+            log_limits: caps of each deploy's build log.
         """
         self._db = Database(path, busy_timeout)
         self._clock = clock
         self._id_factory = id_factory
         self._token_factory = token_factory
+        self.deploys = DeployStore(self._db, clock, id_factory)
+        self.credentials = CredentialStore(self._db, clock, id_factory, credential_factory)
+        self.logs = DeployLogStore(self._db, log_limits)
 
     def close(self) -> None:
         """Close this process's connection; the next call reopens it."""
@@ -124,7 +116,7 @@ class MetadataStore:
                 "user name must be 1-64 characters of a-z, 0-9, '_', '.' and '-', "
                 "starting with a letter or digit"
             )
-        user = {"id": self._id_factory(), "name": name, "created_at": _iso(self._clock())}
+        user = {"id": self._id_factory(), "name": name, "created_at": iso(self._clock())}
         try:
             with self._db.transaction(write=True) as conn:
                 conn.execute(
@@ -154,7 +146,7 @@ class MetadataStore:
         token = self._token_factory()
         conn.execute(
             "INSERT INTO tokens (id, user_id, token_hash, created_at) VALUES (?, ?, ?, ?)",
-            (self._id_factory(), user_id, hash_token(token), _iso(self._clock())),
+            (self._id_factory(), user_id, hash_token(token), iso(self._clock())),
         )
         return token
 
@@ -171,7 +163,7 @@ class MetadataStore:
         if row is None or not tokens_equal(row["token_hash"], wanted):
             return None
         now = self._clock()
-        if row["last_used_at"] is None or row["last_used_at"] < _iso(now - _TOKEN_TOUCH_INTERVAL):
+        if row["last_used_at"] is None or row["last_used_at"] < iso(now - _TOKEN_TOUCH_INTERVAL):
             self._touch_token(row["token_id"], now)
         return {"id": row["id"], "name": row["name"], "created_at": row["created_at"]}
 
@@ -180,7 +172,7 @@ class MetadataStore:
         try:
             with self._db.transaction(write=True) as conn:
                 conn.execute(
-                    "UPDATE tokens SET last_used_at = ? WHERE id = ?", (_iso(now), token_id)
+                    "UPDATE tokens SET last_used_at = ? WHERE id = ?", (iso(now), token_id)
                 )
         except Unavailable:
             log.warning("token last_used_at not updated", extra={"token_id": token_id})
@@ -200,7 +192,7 @@ class MetadataStore:
             "id": self._id_factory(),
             "name": name,
             "user_id": user_id,
-            "created_at": _iso(self._clock()),
+            "created_at": iso(self._clock()),
         }
         try:
             with self._db.transaction(write=True) as conn:
@@ -221,18 +213,19 @@ class MetadataStore:
         log.info(
             "site created", extra={"site_id": site["id"], "site_name": name, "user_id": user_id}
         )
-        return {**site, "current_deploy": None}
+        return {**site, "live_deploy": None, "previews": []}
 
     def list_sites(self, user_id: str) -> list[dict[str, Any]]:
-        """The user's sites, oldest first, each with its ``current_deploy`` (or None)."""
+        """The user's sites, oldest first, each with ``live_deploy`` and ``previews``."""
         with self._db.transaction() as conn:
             rows = conn.execute(
                 _SITE_SELECT + " WHERE s.user_id = ? ORDER BY s.rowid", (user_id,)
             ).fetchall()
-        return [_site(row) for row in rows]
+            previews = _previews_by_site(conn, [row["id"] for row in rows])
+        return [_site(row, previews[row["id"]]) for row in rows]
 
     def get_site(self, user_id: str, site_id: str) -> dict[str, Any]:
-        """The site with its ``current_deploy``, if ``user_id`` owns it.
+        """The site with its ``live_deploy`` and ``previews``, if ``user_id`` owns it.
 
         Raises:
             NotFound: the site does not exist or belongs to someone else.
@@ -241,9 +234,20 @@ class MetadataStore:
             row = conn.execute(
                 _SITE_SELECT + " WHERE s.id = ? AND s.user_id = ?", (site_id, user_id)
             ).fetchone()
-        if row is None:
-            raise NotFound(f"site {site_id} not found")
-        return _site(row)
+            if row is None:
+                raise NotFound(f"site {site_id} not found")
+            return _site(row, PreviewStore.list(conn, site_id))
+
+    def delete_preview(self, user_id: str, site_id: str, branch: str) -> None:
+        """Stop serving a preview branch: its hostname and pointer go, its deploys stay.
+
+        Raises:
+            NotFound: the site is not the caller's, or has no preview of ``branch``.
+        """
+        with self._db.transaction(write=True) as conn:
+            require_site(conn, user_id, site_id)
+            PreviewStore.delete(conn, site_id, branch)
+        log.info("preview removed", extra={"site_id": site_id})
 
     def hostmap(self) -> dict[str, str]:
         """Every hostname and the id of the site it serves."""
@@ -261,7 +265,7 @@ class MetadataStore:
             ).fetchone()
         return row is not None
 
-    # -- deploys --
+    # -- deploys (0.1.0 names, kept for the CLI and the old recorder body) --
     def record_deploy(
         self,
         user_id: str,
@@ -271,39 +275,20 @@ class MetadataStore:
         release: str,
         file_count: int,
         bytes: int,  # shadows the builtin: it is the field's name in the HTTP contract
-        status: str = "live",
     ) -> dict[str, Any]:
-        """Record a deploy of a site ``user_id`` owns; it becomes the site's current one.
+        """Record a production deploy that is live now; the site's pointer moves to it.
 
         Raises:
             NotFound: the site does not exist or belongs to someone else.
         """
-        deploy = {
-            "id": self._id_factory(),
-            "site_id": site_id,
-            "commit_sha": commit_sha,
-            "release": release,
-            "file_count": file_count,
-            "bytes": bytes,
-            "status": status,
-            "created_at": _iso(self._clock()),
-        }
-        with self._db.transaction(write=True) as conn:
-            # Checked inside the write transaction, so ownership cannot change underneath.
-            owned = conn.execute(
-                "SELECT 1 FROM sites WHERE id = ? AND user_id = ?", (site_id, user_id)
-            ).fetchone()
-            if owned is None:
-                raise NotFound(f"site {site_id} not found")
-            conn.execute(_INSERT_DEPLOY, deploy)
-        log.info(
-            "deploy recorded",
-            extra={"site_id": site_id, "deploy_id": deploy["id"], "release": release},
-        )
-        return deploy
+        fields = {"commit_sha": commit_sha, "release": release}
+        fields.update(file_count=file_count, bytes=bytes)
+        return self.deploys.record_finished(user_id, site_id, fields)
 
-    def list_deploys(self, site_id: str) -> list[dict[str, Any]]:
-        """A site's deploys, newest first (the caller checks ownership with ``get_site``)."""
-        with self._db.transaction() as conn:
-            rows = conn.execute(_SELECT_DEPLOYS, (site_id,)).fetchall()
-        return [dict(row) for row in rows]
+    def list_deploys(self, user_id: str, site_id: str) -> list[dict[str, Any]]:
+        """A site's deploys, highest number first.
+
+        Raises:
+            NotFound: the site does not exist or belongs to someone else.
+        """
+        return self.deploys.list(user_id, site_id)
