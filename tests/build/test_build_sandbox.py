@@ -1,5 +1,7 @@
 import socket
+import sys
 import time
+from pathlib import Path
 
 import pytest
 from build_kit import BASE_UID, wait_no_processes, write_tree
@@ -232,3 +234,13 @@ def test_a_raising_callback_stops_the_build(runner):
 
 def _quote(text: str) -> str:
     return "'" + text.replace("'", "'\"'\"'") + "'"
+
+
+def test_toolchain_is_read_only_and_alone(runner):
+    venv = Path(sys.prefix)
+    sandbox = Sandbox(base_uid=BASE_UID, toolchains=(venv,))
+    command = f"ls -A {venv.parent}; touch {venv}/x 2>&1; python -c 'import mkdocs; print(1)'"
+    result, lines = runner(command, sandbox=sandbox)
+    assert result.ok, lines
+    assert lines[0] == venv.name  # nothing else of the project is visible
+    assert "Read-only file system" in lines[1] and lines[2] == "1"
