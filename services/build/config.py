@@ -57,6 +57,7 @@ class ConfigError(ValueError):
     """``ecstatic.toml`` is refused; ``message`` is one line telling the pusher why."""
 
     def __init__(self, message: str):
+        """Keep ``message`` for the pusher."""
         super().__init__(message)
         self.message = message
 

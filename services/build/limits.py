@@ -45,7 +45,7 @@ class BuildLimits:
     check_seconds: float = 2.0
 
     def rlimits(self) -> dict[str, int]:
-        """prlimit options (soft = hard, so the build cannot raise them)."""
+        """The ``prlimit`` options (soft = hard, so the build cannot raise them)."""
         return {
             "as": self.memory_bytes,
             "nproc": self.max_processes,

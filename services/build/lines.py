@@ -8,9 +8,9 @@ __all__ = ["LineSplitter"]
 
 
 class LineSplitter:
-    """Incremental UTF-8 decoding and line splitting.
+    r"""Incremental UTF-8 decoding and line splitting.
 
-    Invalid UTF-8 becomes U+FFFD, ``\\r\\n`` and a trailing ``\\r`` are stripped, and a
+    Invalid UTF-8 becomes U+FFFD, ``\r\n`` and a trailing ``\r`` are stripped, and a
     line longer than ``max_chars`` is emitted in ``max_chars`` pieces, so one huge line
     (minified JS printed by a tool) cannot grow memory or stall the live log.
     """

@@ -55,8 +55,8 @@ def run(
     on_line: Callable[[str], None],
     publish: str = "",
     environment: Mapping[str, str] | None = None,
-    limits: BuildLimits = BuildLimits(),  # frozen, so a shared default is safe
-    sandbox: Sandbox = Sandbox(),
+    limits: BuildLimits | None = None,
+    sandbox: Sandbox | None = None,
     slot: int = 0,
 ) -> BuildResult:
     """Build ``source`` with ``command`` (``sh -c COMMAND`` inside the sandbox).
@@ -70,8 +70,8 @@ def run(
         on_line: Called from this thread with each output line as it is printed.
         publish: Directory to publish, relative to the tree (validated by ``config``).
         environment: The user's variables (validated again here).
-        limits: Resource limits.
-        sandbox: Host-side sandbox settings (uids, toolchains, hidden paths).
+        limits: Resource limits (default ``BuildLimits()``).
+        sandbox: Host-side settings: uids, toolchains, hidden paths (default ``Sandbox()``).
         slot: Build slot; concurrent builds must use distinct slots (distinct uids).
 
     Raises:
@@ -81,6 +81,8 @@ def run(
     """
     if "\x00" in command:
         raise ValueError("the build command contains a NUL character")
+    limits = limits or BuildLimits()
+    sandbox = sandbox or Sandbox()
     started = time.monotonic()
     env = environment_for(sandbox, check_environment(dict(environment or {})))
     uid = sandbox.uid(slot) if os.geteuid() == 0 else None  # not root: run as ourselves

@@ -20,6 +20,7 @@ class PublishProblem(Exception):
     """The publish directory cannot be published; ``reason`` is a BuildResult reason."""
 
     def __init__(self, reason: str, message: str):
+        """Keep the ``reason`` and the one-line ``message``."""
         super().__init__(message)
         self.reason = reason
         self.message = message

@@ -125,3 +125,25 @@ def test_check_paths(tmp_path):
     locked.mkdir(mode=0o700)
     message = check_paths(locked / "w", Sandbox(), 200_000)
     assert message is not None and "not searchable by the build uid 200000" in message
+
+
+def test_build_is_a_leaf_library():
+    import ast
+    import sys
+
+    import services.build as package
+
+    for path in Path(package.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            else:
+                continue
+            for name in names:
+                top = name.split(".")[0]
+                assert top in sys.stdlib_module_names or name.startswith("services.build"), (
+                    f"{path.name} imports {name}"
+                )
+        assert len(path.read_text().splitlines()) < 300, path.name
