@@ -50,9 +50,24 @@ def registry():
     return CollectorRegistry()
 
 
+class RecordingPurger:
+    """Remembers the sites it was asked to purge."""
+
+    def __init__(self):
+        self.sites = []
+
+    def purge(self, site):
+        self.sites.append(site)
+
+
 @pytest.fixture
-def client(store, config, registry):
-    return testing.TestClient(create_app(store, config, HttpMetrics(registry)))
+def purger():
+    return RecordingPurger()
+
+
+@pytest.fixture
+def client(store, config, registry, purger):
+    return testing.TestClient(create_app(store, config, HttpMetrics(registry), purger=purger))
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ from services.core.metrics import HttpMetrics
 from services.core.runtime import Context, Mount
 from services.falcon_apps.common import create_base_app
 
+from . import redact
 from .deploy_resources import (
     Activation,
     Credentials,
@@ -72,6 +73,8 @@ def create_app(
 
 def build(ctx: Context) -> Mount:
     """Open the metadata store under ``config.home`` and mount the api on its paths."""
+    # Tokens never reach a log line through gunicorn's request URIs (see ``redact``).
+    redact.install()
     store = MetadataStore(ctx.config.api_db)
     app = create_app(store, ctx.config, ctx.http_metrics)
     return Mount(name="api", paths=PATHS, app=app, healthy=store.ping)
