@@ -60,6 +60,12 @@ class Config:
     intake_syslog_host: str
     max_deploy_bytes: int
     max_deploy_files: int
+    max_file_bytes: int
+    max_tree_depth: int
+    git_max_push_bytes: int
+    git_min_rate: int
+    git_body_grace_seconds: float
+    git_pushes_per_user: int
     auth_cache_seconds: float
     bind_host: str
     access_log_roll_mb: int
@@ -150,6 +156,12 @@ class Config:
             "ECSTATIC_INTAKE_SYSLOG_HOST": self.intake_syslog_host,
             "ECSTATIC_MAX_DEPLOY_BYTES": str(self.max_deploy_bytes),
             "ECSTATIC_MAX_DEPLOY_FILES": str(self.max_deploy_files),
+            "ECSTATIC_MAX_FILE_BYTES": str(self.max_file_bytes),
+            "ECSTATIC_MAX_TREE_DEPTH": str(self.max_tree_depth),
+            "ECSTATIC_GIT_MAX_PUSH_BYTES": str(self.git_max_push_bytes),
+            "ECSTATIC_GIT_MIN_RATE": str(self.git_min_rate),
+            "ECSTATIC_GIT_BODY_GRACE_SECONDS": repr(self.git_body_grace_seconds),
+            "ECSTATIC_GIT_PUSHES_PER_USER": str(self.git_pushes_per_user),
             "ECSTATIC_AUTH_CACHE_SECONDS": repr(self.auth_cache_seconds),
             "ECSTATIC_BIND_HOST": self.bind_host,
             "ECSTATIC_ACCESS_LOG_ROLL_MB": str(self.access_log_roll_mb),
@@ -244,6 +256,13 @@ class Config:
             intake_syslog_host=env.get("ECSTATIC_INTAKE_SYSLOG_HOST") or bind_host,
             max_deploy_bytes=integer("ECSTATIC_MAX_DEPLOY_BYTES", 512 * 2**20, 1, 2**40),
             max_deploy_files=integer("ECSTATIC_MAX_DEPLOY_FILES", 50_000, 1, 10_000_000),
+            # Push limits (services/git/LIMITS.md). dulwich reads at most 1 GiB per body.
+            max_file_bytes=integer("ECSTATIC_MAX_FILE_BYTES", 100 * 2**20, 1, 2**34),
+            max_tree_depth=integer("ECSTATIC_MAX_TREE_DEPTH", 32, 1, 256),
+            git_max_push_bytes=integer("ECSTATIC_GIT_MAX_PUSH_BYTES", 2**30, 2**16, 2**30),
+            git_min_rate=integer("ECSTATIC_GIT_MIN_RATE", 8192, 1, 2**30),
+            git_body_grace_seconds=number("ECSTATIC_GIT_BODY_GRACE_SECONDS", 10.0, 0.1, 3600),
+            git_pushes_per_user=integer("ECSTATIC_GIT_PUSHES_PER_USER", 2, 1, 64),
             auth_cache_seconds=number("ECSTATIC_AUTH_CACHE_SECONDS", 5.0, 0, 3600),
             bind_host=bind_host,
             access_log_roll_mb=integer("ECSTATIC_ACCESS_LOG_ROLL_MB", 100, 1, 100_000),

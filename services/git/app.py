@@ -31,10 +31,12 @@ from .auth import ENV_SITE, ENV_SITE_ID, ENV_TOKEN, Authorizer, BasicAuth
 from .backend import SiteBackend, SiteRepos
 from .checkout import Limits
 from .deploy import Deployer
+from .gate import guard
 from .hooks import DeployHook, ValidateHook
+from .limits import IntakeLimits
 from .locks import SiteLocks
 from .middleware import ClosingIterator, ErrorGuard, route_of
-from .receive import HANDLERS
+from .receive import HANDLERS, make_handlers
 from .recorder import ApiDeployRecorder
 
 __all__ = ["PATHS", "GitApp", "build", "create_app"]
@@ -45,10 +47,11 @@ PATHS = re.compile(r"^/git/")
 class GitApp:
     """Serves an authorised request with dulwich, bound to the caller's site."""
 
-    def __init__(self, repos: SiteRepos, deployer: Deployer):
-        """Wire the repositories and the deployer the post-receive hook uses."""
+    def __init__(self, repos: SiteRepos, deployer: Deployer, handlers=HANDLERS):
+        """Wire the repositories, the deployer and dulwich's service handlers."""
         self._repos = repos
         self._deployer = deployer
+        self._handlers = handlers
 
     def __call__(
         self, environ: dict[str, Any], start_response: Callable[..., Any]
@@ -65,7 +68,7 @@ class GitApp:
         backend = SiteBackend(self._repos, site_id, f"/git/{site_id}.git", hooks)
         _drop_dechunked_marker(environ)
         try:
-            result = make_wsgi_chain(backend, handlers=HANDLERS)(environ, start_response)
+            result = make_wsgi_chain(backend, handlers=self._handlers)(environ, start_response)
         except BaseException:
             backend.close()
             raise
@@ -89,6 +92,7 @@ def create_app(
     authorizer: Authorizer,
     deployer: Deployer,
     http_metrics: HttpMetrics | None = None,
+    intake: IntakeLimits | None = None,
 ) -> Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]:
     """The git room's WSGI app.
 
@@ -97,11 +101,16 @@ def create_app(
         authorizer: Answers whether a token may see a site (``SiteAuthorizer``).
         deployer: Runs deploys from the post-receive hook.
         http_metrics: Request metrics of the process; None to skip them.
+        intake: Push limits (body bytes and rate, object sizes, pushes per user).
 
     Returns:
         A WSGI app serving ``/git/{site_id}.git/...``.
     """
-    app: Any = ErrorGuard(BasicAuth(GitApp(SiteRepos(git_root), deployer), authorizer))
+    intake = intake or IntakeLimits()
+    git = GitApp(SiteRepos(git_root), deployer, make_handlers(intake))
+    # Bodies are spooled within the limits before dulwich reads them; the gate sits
+    # inside auth, so it counts pushes per authorised user.
+    app: Any = ErrorGuard(BasicAuth(guard(git, intake, Path(git_root) / ".spool"), authorizer))
     if http_metrics is not None:
         app = make_measured_app(app, http_metrics, "git", route_of)
     return app
@@ -110,13 +119,31 @@ def create_app(
 def build(ctx: Context) -> Mount:
     """Build the git room from the process config."""
     config = ctx.config
+    cdn = LocalCDN(config.cdn_root)
+    # Finish what a killed process left: half-removed releases, temporaries, tmp packs.
+    cdn.sweep()
+    SiteRepos(config.git_root).sweep()
     deployer = Deployer(
-        cdn=LocalCDN(config.cdn_root),
+        cdn=cdn,
         recorder=ApiDeployRecorder(config.api_url),
         metrics=GitMetrics(ctx.registry),
-        limits=Limits(max_files=config.max_deploy_files, max_bytes=config.max_deploy_bytes),
+        limits=Limits(
+            max_files=config.max_deploy_files,
+            max_bytes=config.max_deploy_bytes,
+            max_file_bytes=config.max_file_bytes,
+            max_depth=config.max_tree_depth,
+        ),
         locks=SiteLocks(config.git_root / ".locks"),
     )
+    intake = IntakeLimits(
+        max_push_bytes=config.git_max_push_bytes,
+        max_object_bytes=config.max_file_bytes,
+        min_rate=config.git_min_rate,
+        grace_seconds=config.git_body_grace_seconds,
+        pushes_per_user=config.git_pushes_per_user,
+    )
     authorizer = SiteAuthorizer(config.api_url, config.auth_cache_seconds)
-    app = create_app(config.git_root, authorizer, deployer, http_metrics=ctx.http_metrics)
+    app = create_app(
+        config.git_root, authorizer, deployer, http_metrics=ctx.http_metrics, intake=intake
+    )
     return Mount(name="git", paths=PATHS, app=app)

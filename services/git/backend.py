@@ -7,10 +7,10 @@ repository of the site its caller was authorised for, whatever path dulwich asks
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
-import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -19,6 +19,8 @@ from dulwich.errors import NotGitRepository
 from dulwich.hooks import Hook
 from dulwich.repo import Repo
 from dulwich.server import Backend
+
+from services.cdn.local import remove_tree
 
 __all__ = ["SITE_ID", "SiteBackend", "SiteRepos"]
 
@@ -68,8 +70,31 @@ class SiteRepos:
             if not path.exists():
                 raise
         finally:
-            shutil.rmtree(staging, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                remove_tree(Path(staging))
         return Repo(str(path))
+
+    def sweep(self) -> None:
+        """At start: remove what a killed process left behind.
+
+        That is half-made repositories (``.tmp-*``) and dulwich's ``objects/tmp_pack_*``
+        files from interrupted pushes. It assumes one receiver process per ``root``
+        (the layout: one git worker owns the repositories), so nothing here is in use.
+        """
+        try:
+            entries = list(os.scandir(self.root))
+        except FileNotFoundError:
+            return
+        for entry in entries:
+            try:
+                if entry.name.startswith(".tmp-"):
+                    remove_tree(Path(entry.path))
+                elif entry.name.endswith(".git") and entry.is_dir(follow_symlinks=False):
+                    for leftover in Path(entry.path, "objects").glob("tmp_pack_*"):
+                        leftover.unlink()
+                        log.info("removed an interrupted pack", extra={"file": str(leftover)})
+            except OSError:
+                log.warning("sweep failed", extra={"entry": entry.name}, exc_info=True)
 
 
 class SiteBackend(Backend):

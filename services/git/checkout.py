@@ -31,6 +31,7 @@ __all__ = [
 
 CONFIG_FILE = "ecstatic.toml"
 _MAX_CONFIG_BYTES = 64 * 1024
+_MAX_CONFIG_NESTING = 32
 _MAX_NAME_BYTES = 255  # NAME_MAX on Linux file systems
 _MAX_PATH_BYTES = 4000  # leaves room under PATH_MAX for the release directory
 _S_IFGITLINK = 0o160000
@@ -47,10 +48,17 @@ class DeployRejected(Exception):
 
 @dataclass(frozen=True)
 class Limits:
-    """Upper bounds for one deploy (``config.max_deploy_files`` / ``max_deploy_bytes``)."""
+    """Upper bounds for one deploy (``config.max_deploy_files`` / ``max_deploy_bytes``).
+
+    ``max_file_bytes`` caps each published file and ``max_depth`` the directory
+    nesting: a tree nested thousands deep breaks tools that recurse (Python's
+    ``shutil.rmtree`` among them) long after it was published.
+    """
 
     max_files: int
     max_bytes: int
+    max_file_bytes: int = 100 * 2**20
+    max_depth: int = 32
 
 
 @dataclass
@@ -88,6 +96,17 @@ def plan_checkout(store, commit_sha: bytes, limits: Limits) -> Plan:
         DeployRejected: symlinks, unsafe names, missing objects, too many files, or a
             bad ``ecstatic.toml``.
     """
+    try:
+        return _plan(store, commit_sha, limits)
+    except DeployRejected:
+        raise
+    except (RecursionError, MemoryError, ValueError, TypeError, KeyError) as exc:
+        # Hostile content must never crash the check (which would let the ref move):
+        # anything unexpected is a refusal with a generic reason.
+        raise DeployRejected(f"the pushed tree could not be checked ({type(exc).__name__})") from exc
+
+
+def _plan(store, commit_sha: bytes, limits: Limits) -> Plan:
     commit = _peel_to_commit(store, commit_sha)
     root = _load(store, commit.tree, Tree, "the commit's root tree")
     plan = Plan(commit=commit.id.decode("ascii"), publish_dir="")
@@ -105,7 +124,7 @@ def plan_checkout(store, commit_sha: bytes, limits: Limits) -> Plan:
             raise DeployRejected(f"{CONFIG_FILE}: publish path {where!r} is not a directory")
         tree = _load(store, sha, Tree, f"directory {where!r}")
     plan.publish_dir = "/".join(publish_parts)
-    _walk(store, tree, plan, limits, skip_config=not publish_parts)
+    _walk(store, tree, plan, limits, skip_config=not publish_parts, depth=len(publish_parts))
     return plan
 
 
@@ -119,6 +138,11 @@ def iter_files(store, plan: Plan, limits: Limits) -> Iterator[SourceFile]:
     total = 0
     for path, sha in plan.files:
         data = _load(store, sha, Blob, f"file {path!r}").data
+        if len(data) > limits.max_file_bytes:
+            raise DeployRejected(
+                f"{path!r} is {format_bytes(len(data))}, larger than the "
+                f"{format_bytes(limits.max_file_bytes)} limit per file"
+            )
         total += len(data)
         if total > limits.max_bytes:
             limit = format_bytes(limits.max_bytes)
@@ -165,15 +189,40 @@ def _read_config(store, root: Tree, plan: Plan) -> list[str]:
     if len(data) > _MAX_CONFIG_BYTES:
         raise DeployRejected(f"{CONFIG_FILE} is larger than {format_bytes(_MAX_CONFIG_BYTES)}")
     try:
-        settings = tomllib.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise DeployRejected(f"{CONFIG_FILE} is not valid TOML: {exc}") from None
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise DeployRejected(f"{CONFIG_FILE} is not valid TOML: not UTF-8") from None
+    if _nesting(text) > _MAX_CONFIG_NESTING:
+        raise DeployRejected(f"{CONFIG_FILE} is nested too deeply (at most {_MAX_CONFIG_NESTING})")
+    try:
+        settings = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise DeployRejected(f"{CONFIG_FILE} is not valid TOML: {str(exc)[:200]}") from None
+    except RecursionError:
+        raise DeployRejected(f"{CONFIG_FILE} is nested too deeply") from None
     for key in sorted(set(settings) - _KNOWN_SETTINGS):
         plan.notes.append(f"{CONFIG_FILE}: ignored unknown setting {key!r}")
     publish = settings.get("publish", ".")
     if not isinstance(publish, str):
         raise DeployRejected(f"{CONFIG_FILE}: publish must be a string naming a directory")
     return _publish_parts(publish)
+
+
+def _nesting(text: str) -> int:
+    """A cheap upper bound on a TOML text's nesting: brackets open at once, dotted keys.
+
+    Counts brackets inside strings too; that only overestimates, and a site config
+    has no business being anywhere near the limit.
+    """
+    depth = deepest = 0
+    for char in text:
+        if char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth = max(depth - 1, 0)
+    dots = max((line.count(".") for line in text.splitlines()), default=0)
+    return max(deepest, dots)
 
 
 def _publish_parts(publish: str) -> list[str]:
@@ -207,12 +256,12 @@ def _check_name(name: bytes, parent: str) -> str:
     return path
 
 
-def _walk(store, top: Tree, plan: Plan, limits: Limits, skip_config: bool) -> None:
+def _walk(store, top: Tree, plan: Plan, limits: Limits, skip_config: bool, depth: int) -> None:
     # Iterative, so a deeply nested hostile tree cannot exhaust the Python stack.
-    stack: list[tuple[Tree, str]] = [(top, "")]
+    stack: list[tuple[Tree, str, int]] = [(top, "", depth)]
     directories = 0
     while stack:
-        tree, parent = stack.pop()
+        tree, parent, level = stack.pop()
         for entry in tree.iteritems():
             path = _check_name(entry.path, parent)
             mode = entry.mode
@@ -228,7 +277,13 @@ def _walk(store, top: Tree, plan: Plan, limits: Limits, skip_config: bool) -> No
                 directories += 1
                 if directories > limits.max_files:
                     raise DeployRejected(f"more than {limits.max_files} directories, the limit")
-                stack.append((_load(store, entry.sha, Tree, f"directory {path!r}"), path + "/"))
+                if level + 1 > limits.max_depth:
+                    raise DeployRejected(
+                        f"directories nested more than {limits.max_depth} deep, the limit "
+                        f"(at {path[:80]!r})"
+                    )
+                child = _load(store, entry.sha, Tree, f"directory {path!r}")
+                stack.append((child, path + "/", level + 1))
             elif stat.S_ISREG(mode):
                 if skip_config and path == CONFIG_FILE:
                     continue  # host configuration, not site content

@@ -1,0 +1,233 @@
+"""Receive a pack without trusting it: sizes are checked before anything is inflated.
+
+dulwich's ``add_thin_pack`` inflates every object of the incoming stream into memory
+(``read_zlib_chunks``), whatever size its header declares, and inflates every object
+once more to index it. ``add_guarded_pack`` does the same job with bounded memory:
+
+* each object's header (type, inflated size) is read first, and a size over
+  ``max_object_bytes`` is refused before one byte is inflated; for a delta, the
+  target size at the start of the delta stream is checked the same way;
+* the stream is inflated in bounded steps only to verify it, hashing full objects
+  as it goes, so indexing them needs no second pass;
+* deltas are resolved by dulwich's ``PackIndexer``, with the bases it holds at
+  once bounded too.
+
+On any failure the temporary pack file is removed (dulwich leaves it behind).
+"""
+
+from __future__ import annotations
+
+import binascii
+import contextlib
+import os
+import tempfile
+import zlib
+from collections.abc import Callable
+from io import BytesIO
+
+from dulwich.errors import ChecksumMismatch
+
+from dulwich.objects import object_header
+from dulwich.object_store import PACK_MODE
+from dulwich.pack import (
+    DELTA_TYPES,
+    OFS_DELTA,
+    REF_DELTA,
+    PackData,
+    PackIndexer,
+    PackStreamCopier,
+    UnpackedObject,
+    _decode_delta_base_offset,
+    _decode_object_header,
+    read_pack_header,
+    take_msb_bytes,
+)
+
+from .limits import IntakeLimits, PushTooLarge
+
+__all__ = ["add_guarded_pack"]
+
+_STEP = 64 << 10
+_KINDS = {1: "commit", 2: "tree", 3: "file", 4: "tag", OFS_DELTA: "delta", REF_DELTA: "delta"}
+
+
+def add_guarded_pack(store, read_all, read_some, limits: IntakeLimits):
+    """Stream a pack into ``store`` (a ``DiskObjectStore``) within ``limits``.
+
+    Args:
+        store: The repository's object store.
+        read_all: Reads exactly n bytes (dulwich's ``proto.read``).
+        read_some: Reads at least one byte (``proto.recv``), or None.
+        limits: Object size and count limits.
+
+    Returns:
+        The completed ``Pack``.
+
+    Raises:
+        PushTooLarge: an object or the pack breaks a limit.
+        zlib.error, ChecksumMismatch, OSError: a corrupt or truncated pack.
+    """
+    fd, path = tempfile.mkstemp(dir=store.path, prefix="tmp_pack_")
+    try:
+        with os.fdopen(fd, "w+b") as f:
+            os.chmod(path, PACK_MODE)
+            known: dict[int, tuple[bytes, int]] = {}
+            indexer = _Indexer(f, store.object_format.hash_func, store.get_raw, known, limits)
+            copier = _GuardedCopier(
+                store.object_format.hash_func, read_all, read_some, f, indexer, known, limits
+            )
+            copier.verify()
+            f.flush()
+            f.seek(0)
+            with PackData(path, file=f, object_format=store.object_format) as data:
+                indexer.set_pack_data(data)
+                entries, ext_refs = store._index_pack(indexer, len(copier))
+            return store._complete_pack(f, path, entries, ext_refs)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        raise
+
+
+class _GuardedCopier(PackStreamCopier):
+    """``PackStreamCopier`` whose ``read_objects`` checks sizes and keeps no payloads."""
+
+    def __init__(self, hash_func, read_all, read_some, outfile, indexer, known, limits):
+        super().__init__(hash_func, read_all, read_some, outfile, delta_iter=indexer)
+        self._known = known
+        self._limits = limits
+
+    def read_objects(self, compute_crc32: bool = False):
+        """Yield each object's header fields; see ``PackStreamReader.read_objects``."""
+        _version, self._num_objects = read_pack_header(self.read)
+        if self._num_objects > self._limits.max_objects:
+            raise PushTooLarge(
+                f"push refused: {self._num_objects} objects in one push, "
+                f"more than the limit of {self._limits.max_objects}"
+            )
+        for _ in range(self._num_objects):
+            offset = self.offset
+            unpacked, unused = self._unpack(offset)
+            unpacked.offset = offset
+            # As dulwich does: what zlib read past this object starts the next one.
+            self._rbuf = BytesIO(unused + self._rbuf.read())
+            yield unpacked
+        if self._buf_len() < self._hash_size:
+            self.read(self._hash_size)
+        pack_sha = bytes(bytearray(self._trailer))
+        if pack_sha != self.sha.digest():
+            raise ChecksumMismatch(pack_sha.hex(), self.sha.hexdigest())
+
+    def _unpack(self, offset: int) -> tuple[UnpackedObject, bytes]:
+        raw, crc = take_msb_bytes(self.read, crc32=0)
+        type_num, size = _decode_object_header(raw)
+        delta_base: int | bytes | None = None
+        if type_num == OFS_DELTA:
+            raw, crc = take_msb_bytes(self.read, crc32=crc)
+            delta_base = _decode_delta_base_offset(raw)
+        elif type_num == REF_DELTA:
+            delta_base = self.read(self._hash_size)
+            crc = binascii.crc32(delta_base, crc)
+        elif type_num not in _KINDS:
+            raise zlib.error(f"unknown pack object type {type_num}")
+        if size > self._limits.max_object_bytes:
+            raise self._limits.object_too_large(_KINDS[type_num], size)
+        sha = None if type_num in DELTA_TYPES else self.hash_func(object_header(type_num, size))
+        unused, crc, head = _inflate_checked(self.recv, size, sha, crc)
+        if type_num in DELTA_TYPES:
+            target = _delta_target_size(head)
+            if target > self._limits.max_object_bytes:
+                raise self._limits.object_too_large("file", target)
+        else:
+            self._known[offset] = (sha.digest(), crc)
+        unpacked = UnpackedObject(type_num, delta_base=delta_base, decomp_len=size, crc32=crc)
+        return unpacked, unused
+
+
+def _inflate_checked(read_some: Callable[[int], bytes], size: int, sha, crc: int):
+    """Inflate one zlib stream in bounded steps, checking it holds exactly ``size`` bytes.
+
+    Returns:
+        (bytes read past the stream, crc32 of the entry, its first inflated bytes).
+    """
+    inflater = zlib.decompressobj()
+    produced = 0
+    head = b""
+    while not inflater.eof:
+        data = read_some(_STEP)
+        if not data:
+            raise zlib.error("EOF before end of zlib stream")
+        pending = data
+        while not inflater.eof:
+            piece = inflater.decompress(pending, _STEP)
+            produced += len(piece)
+            if produced > size:
+                raise zlib.error("decompressed data exceeds expected size")
+            if len(head) < 32:
+                head += piece[:32]
+            if sha is not None:
+                sha.update(piece)
+            pending = inflater.unconsumed_tail
+            if not pending and len(piece) < _STEP:
+                break  # input used up and no output held back: read more
+        unused = inflater.unused_data if inflater.eof else b""
+        crc = binascii.crc32(data[: len(data) - len(unused)], crc)
+    if produced != size:
+        raise zlib.error("decompressed data does not match expected size")
+    return inflater.unused_data, crc & 0xFFFFFFFF, head
+
+
+def _delta_target_size(head: bytes) -> int:
+    """The target size from a delta's header (two varints: source size, target size)."""
+    pos = 0
+    values = []
+    for _ in range(2):
+        value = shift = 0
+        while True:
+            if pos >= len(head):
+                raise zlib.error("truncated delta header")
+            byte = head[pos]
+            pos += 1
+            value |= (byte & 0x7F) << shift
+            shift += 7
+            if not byte & 0x80:
+                break
+        values.append(value)
+    return values[1]
+
+
+class _Indexer(PackIndexer):
+    """``PackIndexer`` that reuses the stream pass's hashes of full objects.
+
+    A full object is inflated again only when a delta needs it as a base. The bases
+    waiting in the chain walk are capped, so a crafted delta tree cannot make us
+    hold many large objects at once.
+    """
+
+    def __init__(self, f, hash_func, resolve_ext_ref, known, limits: IntakeLimits):
+        super().__init__(f, hash_func, resolve_ext_ref=resolve_ext_ref)
+        self._known = known
+        self._max_pending = 3 * limits.max_object_bytes
+
+    def _walk_all_chains(self):
+        for offset, type_num in self._full_ofs:
+            sha, crc = self._known[offset]
+            if offset in self._pending_ofs or sha in self._pending_ref:
+                yield from self._follow_chain(offset, type_num, None)
+            else:
+                yield sha, offset, crc
+        yield from self._walk_ref_chains()
+        assert not self._pending_ofs, repr(self._pending_ofs)
+
+    def _follow_chain(self, offset, obj_type_num, base_chunks):
+        todo = [(offset, obj_type_num, base_chunks)]
+        while todo:
+            offset, obj_type_num, base_chunks = todo.pop()
+            unpacked = self._resolve_object(offset, obj_type_num, base_chunks)
+            yield self._result(unpacked)
+            unblocked = list(self._pending_ofs.pop(unpacked.offset, []))
+            unblocked += self._pending_ref.pop(unpacked.sha(), [])
+            todo.extend((o, unpacked.obj_type_num, unpacked.obj_chunks) for o in unblocked)
+            held = {id(c): sum(map(len, c)) for _o, _t, c in todo if c is not None}
+            if sum(held.values()) > self._max_pending:
+                raise PushTooLarge("push refused: its deltas need too much memory to resolve")
