@@ -342,7 +342,9 @@ def _fill(staging: Path, source: Path | Iterable[SourceFile]) -> PublishResult:
         _copy_tree(Path(source), writer)
     else:
         for item in source:
-            writer.write(item.path, [item.data])
+            # A streamed file (git's StreamedFile) hands over its chunks one at a time.
+            chunks = getattr(item, "chunks", None)
+            writer.write(item.path, chunks() if callable(chunks) else [item.data])
     return PublishResult(file_count=writer.files, bytes=writer.bytes)
 
 

@@ -28,6 +28,7 @@ from typing import Any, BinaryIO
 from dulwich.web import ChunkReader
 
 from .auth import text_response
+from .hangup import client_socket, hang_up_after
 from .limits import BodyTimeout, IntakeLimits, IntakeRefused, PushTooLarge
 
 __all__ = ["BodyGuard", "Watchdog"]
@@ -144,17 +145,6 @@ class _Spooled:
         self._file.close()
 
 
-def _socket_of(environ: dict[str, Any]) -> socket.socket | None:
-    # gunicorn hands the client socket over; the stdlib server's input is a buffered
-    # socket file. Without either, reads are only checked after they return.
-    sock = environ.get("gunicorn.socket")
-    if isinstance(sock, socket.socket):
-        return sock
-    raw = getattr(environ.get("wsgi.input"), "raw", None)
-    sock = getattr(raw, "_sock", None)
-    return sock if isinstance(sock, socket.socket) else None
-
-
 class BodyGuard:
     """WSGI wrapper: spool git POST bodies within ``IntakeLimits`` before dulwich reads."""
 
@@ -187,27 +177,28 @@ class BodyGuard:
         """Serve one request."""
         if environ.get("REQUEST_METHOD") != "POST":
             return self._app(environ, start_response)
-        meter = _Meter(environ["wsgi.input"], _socket_of(environ), self._limits, self._clock)
+        meter = _Meter(environ["wsgi.input"], client_socket(environ), self._limits, self._clock)
         self._watchdog.watch(meter)
         try:
             spool, refusal = self._spool(environ, meter)
         except BodyTimeout:
             log.info("slow request body cut", extra={"received": meter.received})
-            return text_response(
+            return hang_up_after(environ, text_response(
                 start_response,
                 "408 Request Timeout",
                 f"the push was sent too slowly (under {self._limits.min_rate} bytes/s); "
                 "try again on a faster connection",
                 [("Connection", "close")],
-            )
+            ))
         finally:
             self._watchdog.forget(meter)
         environ["wsgi.input"] = _Spooled(spool, refusal)
         for key in ("HTTP_CONTENT_ENCODING", "HTTP_TRANSFER_ENCODING", "CONTENT_LENGTH"):
             environ.pop(key, None)  # dulwich now reads a plain, finite local file
-        if refusal is not None:
-            log.info("oversized push body", extra={"received": meter.received})
-        return self._app(environ, start_response)
+        if refusal is None:
+            return self._app(environ, start_response)
+        log.info("oversized push body", extra={"received": meter.received})
+        return hang_up_after(environ, self._app(environ, start_response))
 
     def _spool(self, environ, meter: _Meter) -> tuple[BinaryIO, IntakeRefused | None]:
         limits = self._limits

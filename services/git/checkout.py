@@ -24,6 +24,7 @@ __all__ = [
     "DeployRejected",
     "Limits",
     "Plan",
+    "StreamedFile",
     "format_bytes",
     "iter_files",
     "plan_checkout",
@@ -135,19 +136,49 @@ def iter_files(store, plan: Plan, limits: Limits) -> Iterator[SourceFile]:
         DeployRejected: when the files add up to more than ``limits.max_bytes`` (raised
             mid-way: the consumer must abandon what it wrote), or a blob is missing.
     """
+    from .packs import stream_blob  # here: packs -> limits -> checkout would be a cycle
+
     total = 0
     for path, sha in plan.files:
-        data = _load(store, sha, Blob, f"file {path!r}").data
-        if len(data) > limits.max_file_bytes:
+        streamed = stream_blob(store, sha)
+        if streamed is None:
+            data = _load(store, sha, Blob, f"file {path!r}").data
+            size, item = len(data), SourceFile(path=path, data=data)
+        else:
+            size, chunks = streamed
+            item = StreamedFile(path, size, chunks)
+        if size > limits.max_file_bytes:
             raise DeployRejected(
-                f"{path!r} is {format_bytes(len(data))}, larger than the "
+                f"{path!r} is {format_bytes(size)}, larger than the "
                 f"{format_bytes(limits.max_file_bytes)} limit per file"
             )
-        total += len(data)
+        total += size
         if total > limits.max_bytes:
             limit = format_bytes(limits.max_bytes)
             raise DeployRejected(f"the published files add up to more than {limit}, the limit")
-        yield SourceFile(path=path, data=data)
+        yield item
+
+
+class StreamedFile:
+    """A ``SourceFile`` read from its pack a step at a time (``LocalCDN`` streams it).
+
+    ``data`` still works, for consumers that want the bytes: it joins the chunks.
+    """
+
+    def __init__(self, path: str, size: int, chunks: Iterator[bytes]):
+        """Wrap the chunks of a file of ``size`` bytes."""
+        self.path = path
+        self.size = size
+        self._chunks = chunks
+
+    def chunks(self) -> Iterator[bytes]:
+        """The contents, once."""
+        return self._chunks
+
+    @property
+    def data(self) -> bytes:
+        """The whole contents (holds the file in memory)."""
+        return b"".join(self._chunks)
 
 
 # -- internals ------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from .auth import ENV_SITE, ENV_TOKEN, text_response
+from .hangup import hang_up_after
 from .middleware import ClosingIterator
 
 __all__ = ["PushGate", "user_key"]
@@ -56,13 +57,13 @@ class PushGate:
                 self._running[key] = running + 1
         if busy:
             log.info("push refused: too many at once", extra={"limit": self._per_user})
-            return text_response(
+            return hang_up_after(environ, text_response(
                 start_response,
                 "429 Too Many Requests",
                 f"too many pushes at once: at most {self._per_user} per user; "
                 "wait for the others to finish and push again",
                 [("Retry-After", "5"), ("Connection", "close")],
-            )
+            ))
         try:
             result = self._app(environ, start_response)
         except BaseException:

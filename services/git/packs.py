@@ -45,7 +45,7 @@ from dulwich.pack import (
 
 from .limits import IntakeLimits, PushTooLarge
 
-__all__ = ["add_guarded_pack"]
+__all__ = ["add_guarded_pack", "stream_blob"]
 
 _STEP = 64 << 10
 _KINDS = {1: "commit", 2: "tree", 3: "file", 4: "tag", OFS_DELTA: "delta", REF_DELTA: "delta"}
@@ -231,3 +231,45 @@ class _Indexer(PackIndexer):
             held = {id(c): sum(map(len, c)) for _o, _t, c in todo if c is not None}
             if sum(held.values()) > self._max_pending:
                 raise PushTooLarge("push refused: its deltas need too much memory to resolve")
+
+
+def stream_blob(store, sha: bytes, step: int = 1 << 20):
+    """``(size, chunks)`` of a packed, undeltified blob, inflated a step at a time; else None.
+
+    ``store[sha].data`` holds a blob twice over (inflated chunks, then joined) beside
+    its mmapped pack pages: three times a 100 MiB file. Reading the pack file at the
+    object's offset keeps one step in memory. Deltified or loose objects return None
+    (the caller loads those whole; they are bounded by ``max_object_bytes``).
+    """
+    for pack in getattr(store, "packs", ()):
+        try:
+            offset = pack.index.object_offset(sha)
+        except KeyError:
+            continue
+        with open(pack._data_path, "rb") as f:
+            f.seek(offset)
+            type_num, size = _decode_object_header(take_msb_bytes(f.read)[0])
+        if type_num != 3:
+            return None
+        return size, _inflate_at(pack._data_path, offset, size, step)
+    return None
+
+
+def _inflate_at(path: str, offset: int, size: int, step: int):
+    with open(path, "rb") as f:
+        f.seek(offset)
+        take_msb_bytes(f.read)
+        inflater = zlib.decompressobj()
+        produced = 0
+        while not inflater.eof:
+            data = f.read(_STEP) if not inflater.unconsumed_tail else inflater.unconsumed_tail
+            if not data:
+                raise zlib.error("EOF before end of zlib stream")
+            piece = inflater.decompress(data, step)
+            produced += len(piece)
+            if produced > size:
+                raise zlib.error("decompressed data exceeds expected size")
+            if piece:
+                yield piece
+        if produced != size:
+            raise zlib.error("decompressed data does not match expected size")

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -87,9 +86,11 @@ class Room:
         self.cdn = LocalCDN(self.root / "cdn", sync=False)
         self.locks = SiteLocks(self.root / "git" / ".locks", timeout=30)
         self.limits = limits
-        self.numbers = itertools.count(int(os.environ.get("ROOM_FIRST_NUMBER", "1")))
         self.repos.sweep()
         self.cdn.sweep()
+        # Deploy numbers come from the api in production; here, carry on from the disk.
+        done = [r.name for r in (self.root / "cdn" / "releases").glob("*/[0-9]*")]
+        self.numbers = itertools.count(1 + max((int(n[:8]) for n in done), default=0))
         handlers = make_handlers(intake)
         chain = guard(self._git(handlers), intake, self.root / "git" / ".spool")
         self.app = ErrorGuard(BasicAuth(chain, authorizer))
@@ -121,7 +122,7 @@ def main() -> None:
 
     root, spec = Path(sys.argv[1]), json.loads(sys.argv[2])
     authorizer = FakeAuthorizer()
-    for token, site_id, name in spec["sites"]:
+    for site_id, name, token in spec["sites"]:
         site = make_site(site_id, name)
         site["user_id"] = spec.get("users", {}).get(token, token)
         authorizer.add(token, site)

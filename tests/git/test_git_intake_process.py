@@ -1,0 +1,211 @@
+"""Push limits against a real gunicorn (gthread) receiver in a subprocess.
+
+What only a separate process shows: its peak memory during a large push and a gzip
+bomb, its thread pool under slow bodies, kill -9 mid-push, and what it writes to stderr.
+"""
+
+import base64
+import os
+import secrets
+import socket
+import subprocess
+import threading
+import time
+
+import pytest
+import requests
+from push_kit import ProcessRoom, bomb_body, commit, make_git, new_work, post_pack, rss_peak_kib
+
+pytestmark = pytest.mark.integration
+
+MiB = 1 << 20
+SPEC = {
+    "limits": {"max_files": 1000, "max_bytes": 200 * MiB},
+    "intake": {"min_rate": 1000, "grace_seconds": 2.0, "pushes_per_user": 2},
+    "threads": 8,
+}
+
+
+def spec(*sites, **over):
+    return {**SPEC, "sites": [list(s) for s in sites], **over}
+
+
+@pytest.fixture
+def git(tmp_path):
+    return make_git(tmp_path)
+
+
+@pytest.fixture
+def rooms():
+    started = []
+
+    def start(root, spec):
+        room = ProcessRoom(root, spec).start()
+        started.append(room)
+        return room
+
+    yield start
+    for room in started:
+        room.stop()
+
+
+@pytest.fixture(scope="session")
+def bomb_2g(request):
+    # Deflating 2 GiB of zeros takes a while: build it once and keep it in pytest's cache.
+    from push_kit import gzip_bytes
+
+    path = request.config.cache.mkdir("ecstatic-git") / "bomb-2g.gz"
+    if not path.exists():
+        path.write_bytes(gzip_bytes(bomb_body(2 << 30)))
+    return path.read_bytes()
+
+
+def test_peak_memory_of_a_100_mb_push_and_a_2_gib_gzip_bomb(rooms, git, tmp_path, bomb_2g):
+    site = ("c000000000000001", "mem", "tok-mem")
+    room = rooms(tmp_path / "room", spec(site))
+    work = new_work(git, tmp_path / "w")
+    commit(git, work, {"index.html": "warm up"})
+    git("push", "-q", room.url(*site[::2]), "main", cwd=work)
+    worker = room.worker()
+    baseline = worker.memory_info().rss // 1024
+
+    commit(git, work, {"big.bin": os.urandom(100_000_000)})
+    result = git("push", room.url(*site[::2]), "main", cwd=work)
+    push_peak = rss_peak_kib(worker)
+
+    assert "remote: live at" in result.stderr
+    assert (tmp_path / "room/cdn/live/mem.localhost/big.bin").stat().st_size == 100_000_000
+
+    response = requests.post(
+        f"http://127.0.0.1:{room.port}/git/{site[0]}.git/git-receive-pack",
+        data=bomb_2g,
+        auth=("x", site[2]),
+        headers={
+            "Content-Type": "application/x-git-receive-pack-request",
+            "Content-Encoding": "gzip",
+        },
+        timeout=60,
+    )
+    bomb_peak = rss_peak_kib(worker)
+
+    assert len(bomb_2g) < 8000
+    assert b"a file of 2.0 GiB is larger than the 100.0 MiB limit" in response.content
+    print(
+        f"\nworker rss baseline {baseline / 1024:.0f} MiB; peak after 100 MB push "
+        f"{push_peak / 1024:.0f} MiB (+{(push_peak - baseline) / 1024:.0f}); after 2 GiB "
+        f"gzip bomb {bomb_peak / 1024:.0f} MiB (+{(bomb_peak - push_peak) / 1024:.0f})"
+    )
+    assert push_peak - baseline < 300 * 1024
+    assert bomb_peak - push_peak < 50 * 1024  # the bomb adds next to nothing
+
+
+def slow_body(port, site_id, token, declared=10_000_000):
+    sock = socket.create_connection(("127.0.0.1", port))
+    auth = base64.b64encode(f"x:{token}".encode()).decode()
+    sock.sendall(
+        (
+            f"POST /git/{site_id}.git/git-receive-pack HTTP/1.1\r\nHost: x\r\n"
+            f"Authorization: Basic {auth}\r\n"
+            "Content-Type: application/x-git-receive-pack-request\r\n"
+            f"Content-Length: {declared}\r\n\r\n"
+        ).encode()
+    )
+    return sock
+
+
+def test_slow_bodies_of_one_user_do_not_starve_others(rooms, tmp_path):
+    slow = ("c000000000000002", "slow", "tok-slow")
+    other = ("c000000000000003", "other", "tok-other")
+    room = rooms(tmp_path / "room", spec(slow, other))
+    socks = [slow_body(room.port, slow[0], slow[2]) for _ in range(12)]
+    stop = threading.Event()
+
+    def trickle():  # one byte per second on every connection
+        while not stop.wait(1.0):
+            for sock in socks:
+                try:
+                    sock.send(b"0")
+                except OSError:
+                    pass
+
+    threading.Thread(target=trickle, daemon=True).start()
+    latencies = []
+    try:
+        time.sleep(0.5)
+        for _ in range(6):
+            started = time.monotonic()
+            response = requests.get(
+                f"http://127.0.0.1:{room.port}/git/{other[0]}.git/info/refs",
+                params={"service": "git-receive-pack"},
+                auth=("x", other[2]),
+                timeout=10,
+            )
+            latencies.append(time.monotonic() - started)
+            assert response.status_code == 200
+            time.sleep(0.4)
+        statuses = []
+        for sock in socks:
+            sock.settimeout(10)
+            statuses.append(sock.recv(4096).split(b" ", 2)[1].decode())
+    finally:
+        stop.set()
+        for sock in socks:
+            sock.close()
+    print(f"\ninfo/refs under 12 slow bodies: max {max(latencies) * 1000:.0f} ms")
+    assert max(latencies) < 1.0
+    assert sorted(statuses) == ["408"] * 2 + ["429"] * 10
+
+
+def test_kill_9_mid_push_keeps_the_old_version_and_the_next_push_works(rooms, git, tmp_path):
+    site = ("c000000000000004", "kill", "tok-kill")
+    root = tmp_path / "room"
+    room = rooms(root, spec(site))
+    work = new_work(git, tmp_path / "w")
+    commit(git, work, {"index.html": "v1", "a.bin": os.urandom(1000)})
+    git("push", "-q", room.url(*site[::2]), "main", cwd=work)
+    live = root / "cdn/live/kill.localhost"
+    for n, delay in enumerate([0.2, 0.6, 1.2, 2.0]):
+        version = f"v{n + 2}"
+        commit(git, work, {"index.html": version, "a.bin": os.urandom(30 * MiB)})
+        push = subprocess.Popen(
+            ["git", "-c", "credential.helper=", "push", "-q", room.url(*site[::2]), "main"],
+            cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        time.sleep(delay)
+        room.kill9()
+        push.wait(30)
+        shown = (live / "index.html").read_text()
+        assert shown in {f"v{n + 1}", version, "v1"} or shown.startswith("v")
+        assert (live / "a.bin").stat().st_size in {1000, 30 * MiB}  # a whole release
+        room = rooms(root, spec(site))  # restart: the sweep clears what the kill left
+        leftovers = list(root.glob("git/*.git/objects/tmp_pack_*"))
+        leftovers += list(root.glob("cdn/releases/*/.*"))
+        assert leftovers == []
+        commit(git, work, {"index.html": f"{version} again"})
+        result = git("push", "-f", room.url(*site[::2]), "main", cwd=work)
+        assert "remote: live at" in result.stderr
+        assert (live / "index.html").read_text() == f"{version} again"
+
+
+def test_no_token_reaches_the_server_log(rooms, git, tmp_path):
+    token = "ecs_" + secrets.token_urlsafe(32)
+    site = ("c000000000000005", "logs", token)
+    room = rooms(tmp_path / "room", spec(site))
+    base = f"http://127.0.0.1:{room.port}/git/{site[0]}.git"
+    work = new_work(git, tmp_path / "w")
+    commit(git, work, {"index.html": "x"})
+    git("push", "-q", f"http://{token}:{token}@127.0.0.1:{room.port}/git/{site[0]}.git", "main",
+        cwd=work)
+    git("push", f"http://{token}:wrong@127.0.0.1:{room.port}/git/{site[0]}.git", "main",
+        cwd=work, check=False)
+    for query in (f"token={token}", f"access_token={token}"):
+        requests.get(f"{base}/info/refs?service=git-upload-pack&{query}", timeout=5)
+    requests.get(f"{base}/nothing/{token}", auth=(token, token), timeout=5)
+    post_pack(room.port, site[0], token, b"garbage" + token.encode())
+    time.sleep(0.3)
+    room.stop()
+
+    log = room.stderr()
+    assert log.strip(), "the server wrote no log at all"
+    basic = base64.b64encode(f"{token}:{token}".encode()).decode()
+    assert token not in log and token[4:20] not in log and basic not in log
