@@ -111,8 +111,13 @@ class LocalCDN(CDNBackend):
         self._switch(hosts, site_id, release_id)
         log.info(
             "release published",
-            extra={"site_id": site_id, "release": release_id, "hosts": hosts,
-                   "files": result.file_count, "bytes": result.bytes},
+            extra={
+                "site_id": site_id,
+                "release": release_id,
+                "hosts": hosts,
+                "files": result.file_count,
+                "bytes": result.bytes,
+            },
         )
         self.prune(site_id)
         return result
@@ -182,7 +187,9 @@ class LocalCDN(CDNBackend):
         except FileNotFoundError:
             return []
         names = [
-            e.name for e in entries if not e.name.startswith(".") and e.is_dir(follow_symlinks=False)
+            e.name
+            for e in entries
+            if not e.name.startswith(".") and e.is_dir(follow_symlinks=False)
         ]
         return sorted(names, reverse=True)
 

@@ -183,13 +183,16 @@ class BodyGuard:
             spool, refusal = self._spool(environ, meter)
         except BodyTimeout:
             log.info("slow request body cut", extra={"received": meter.received})
-            return hang_up_after(environ, text_response(
-                start_response,
-                "408 Request Timeout",
-                f"the push was sent too slowly (under {self._limits.min_rate} bytes/s); "
-                "try again on a faster connection",
-                [("Connection", "close")],
-            ))
+            return hang_up_after(
+                environ,
+                text_response(
+                    start_response,
+                    "408 Request Timeout",
+                    f"the push was sent too slowly (under {self._limits.min_rate} bytes/s); "
+                    "try again on a faster connection",
+                    [("Connection", "close")],
+                ),
+            )
         finally:
             self._watchdog.forget(meter)
         environ["wsgi.input"] = _Spooled(spool, refusal)

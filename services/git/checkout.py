@@ -104,7 +104,9 @@ def plan_checkout(store, commit_sha: bytes, limits: Limits) -> Plan:
     except (RecursionError, MemoryError, ValueError, TypeError, KeyError) as exc:
         # Hostile content must never crash the check (which would let the ref move):
         # anything unexpected is a refusal with a generic reason.
-        raise DeployRejected(f"the pushed tree could not be checked ({type(exc).__name__})") from exc
+        raise DeployRejected(
+            f"the pushed tree could not be checked ({type(exc).__name__})"
+        ) from exc
 
 
 def _plan(store, commit_sha: bytes, limits: Limits) -> Plan:

@@ -57,13 +57,16 @@ class PushGate:
                 self._running[key] = running + 1
         if busy:
             log.info("push refused: too many at once", extra={"limit": self._per_user})
-            return hang_up_after(environ, text_response(
-                start_response,
-                "429 Too Many Requests",
-                f"too many pushes at once: at most {self._per_user} per user; "
-                "wait for the others to finish and push again",
-                [("Retry-After", "5"), ("Connection", "close")],
-            ))
+            return hang_up_after(
+                environ,
+                text_response(
+                    start_response,
+                    "429 Too Many Requests",
+                    f"too many pushes at once: at most {self._per_user} per user; "
+                    "wait for the others to finish and push again",
+                    [("Retry-After", "5"), ("Connection", "close")],
+                ),
+            )
         try:
             result = self._app(environ, start_response)
         except BaseException:

@@ -26,9 +26,8 @@ from collections.abc import Callable
 from io import BytesIO
 
 from dulwich.errors import ChecksumMismatch
-
-from dulwich.objects import object_header
 from dulwich.object_store import PACK_MODE
+from dulwich.objects import object_header
 from dulwich.pack import (
     DELTA_TYPES,
     OFS_DELTA,

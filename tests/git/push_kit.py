@@ -85,7 +85,10 @@ class ProcessRoom:
         env = {**os.environ, "PYTHONPATH": f"{REPO}:{HERE}"}
         self.proc = subprocess.Popen(
             [sys.executable, str(HERE / "room_kit.py"), str(self.root), json.dumps(self.spec)],
-            stdout=self._stderr, stderr=self._stderr, env=env, cwd=REPO,
+            stdout=self._stderr,
+            stderr=self._stderr,
+            env=env,
+            cwd=REPO,
         )
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
@@ -139,15 +142,25 @@ def make_git(tmp_path: Path):
     home = tmp_path / "home"
     home.mkdir(exist_ok=True)
     env = {
-        "PATH": os.environ["PATH"], "HOME": str(home), "GIT_CONFIG_NOSYSTEM": "1",
-        "GIT_TERMINAL_PROMPT": "0", "GIT_AUTHOR_NAME": "P", "GIT_AUTHOR_EMAIL": "p@e.com",
-        "GIT_COMMITTER_NAME": "P", "GIT_COMMITTER_EMAIL": "p@e.com", "LC_ALL": "C",
+        "PATH": os.environ["PATH"],
+        "HOME": str(home),
+        "GIT_CONFIG_NOSYSTEM": "1",
+        "GIT_TERMINAL_PROMPT": "0",
+        "GIT_AUTHOR_NAME": "P",
+        "GIT_AUTHOR_EMAIL": "p@e.com",
+        "GIT_COMMITTER_NAME": "P",
+        "GIT_COMMITTER_EMAIL": "p@e.com",
+        "LC_ALL": "C",
     }
 
     def run(*args, cwd=None, check=True, timeout=120):
         result = subprocess.run(
             ["git", "-c", "credential.helper=", *args],
-            cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,
+            cwd=cwd,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
         )
         if check and result.returncode != 0:
             raise AssertionError(f"git {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
@@ -210,7 +223,10 @@ def post_pack(port, site_id, token, body: bytes, gzipped=False, timeout=60):
         headers["Content-Encoding"] = "gzip"
     return requests.post(
         f"http://127.0.0.1:{port}/git/{site_id}.git/git-receive-pack",
-        data=body, headers=headers, auth=("x", token), timeout=timeout,
+        data=body,
+        headers=headers,
+        auth=("x", token),
+        timeout=timeout,
     )
 
 

@@ -49,8 +49,11 @@ def test_nesting_up_to_the_limit_is_fine(store):
 
 @pytest.mark.parametrize(
     "toml",
-    ["x = " + "[" * 5000 + "]" * 5000, "x = " + "{a = " * 3000 + "1" + "}" * 3000,
-     "a" + ".a" * 5000 + " = 1"],
+    [
+        "x = " + "[" * 5000 + "]" * 5000,
+        "x = " + "{a = " * 3000 + "1" + "}" * 3000,
+        "a" + ".a" * 5000 + " = 1",
+    ],
 )
 def test_deeply_nested_config_is_a_clear_rejection(store, toml):
     sha = build_commit(store, {"ecstatic.toml": toml, "index.html": "x"})
@@ -100,7 +103,7 @@ def test_an_update_hook_that_crashes_refuses_the_ref():
     [
         f"GET /v1/sites?token={TOKEN}&x=1",
         f"GET /v1/sites?access_token={TOKEN}",
-        f"127.0.0.1 - {TOKEN} [01/Jan/2026] \"POST /git/x.git/git-receive-pack\"",
+        f'127.0.0.1 - {TOKEN} [01/Jan/2026] "POST /git/x.git/git-receive-pack"',
         "Authorization: Basic eDplY3NfQTFiMkMzZDRBMWIyQzNkNA==",
         f"credential ecsd_{TOKEN[4:]}",
         f"http://x:{TOKEN}@127.0.0.1/git/a.git",
