@@ -39,7 +39,7 @@ install_python() {
   if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     say "installing the project and its dependencies into $VENV"
     "$VENV/bin/pip" install -q --upgrade pip
-    "$VENV/bin/pip" install -q -e '.[test,infra]'
+    "$VENV/bin/pip" install -q -e '.[test,infra,builders]'
     echo "$want" > "$stamp"
   fi
 }

@@ -30,8 +30,10 @@ def build_process_app(rooms: list[str], ctx: Context) -> ProcessApp:
     """Build every room of this process and start the background ones."""
     mounts, backgrounds = [], []
     for name in rooms:
-        part = targets.build(name, ctx)
-        (mounts if isinstance(part, Mount) else backgrounds).append(part)
+        built = targets.build(name, ctx)
+        # A room is a Mount, a Background, or several (git: its mount and deploy workers).
+        for part in built if isinstance(built, (list, tuple)) else [built]:
+            (mounts if isinstance(part, Mount) else backgrounds).append(part)
     app = ProcessApp(mounts, backgrounds, ctx.registry)
     for background in backgrounds:
         background.start()

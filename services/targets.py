@@ -111,7 +111,8 @@ MODULES: dict[str, Module] = {
     "git": Module(
         builder="services.git.app:build",
         listeners=(Listener("git", 8102),),
-        route=r"^/git/",
+        # Pushes, and restores (the git room holds the releases).
+        route=r"^/(git/|v1/sites/[^/]+/deploys/[^/]+/restore$)",
         stream=True,
         writes=("repositories", "releases"),
         talks_to=("api",),

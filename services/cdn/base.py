@@ -14,7 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = [
+    "ActivateResult",
     "CDNBackend",
+    "ReleaseBackend",
     "PublishError",
     "PublishResult",
     "SourceFile",
@@ -116,3 +118,53 @@ class CDNBackend(ABC):
             PublishError: invalid ids or paths, or the release could not be stored;
                 the live site is unchanged.
         """
+
+
+@dataclass(frozen=True)
+class ActivateResult:
+    """What making a release live cost: files sent to a remote CDN, or none on ``local``."""
+
+    uploaded: int = 0
+    skipped: int = 0
+    deleted: int = 0
+    bytes_uploaded: int = 0
+    remote: bool = False  # a pull-zone cache to purge afterwards
+
+
+class ReleaseBackend(ABC):
+    """The deploy pipeline's view of a CDN: store a release, then make it live.
+
+    Releases are named by the caller with ids that sort like the deploys they come from
+    (``steps.release_id``), so "newest" is the deploy record's order, never an mtime.
+    """
+
+    @abstractmethod
+    def stage(self, site_id: str, release_id: str, source: Path) -> PublishResult:
+        """Store the files under ``source`` as a release; visitors see nothing new yet.
+
+        Raises:
+            PublishError: invalid ids or files, or the release could not be stored.
+        """
+
+    @abstractmethod
+    def activate(
+        self, site_id: str, hostnames: Sequence[str], release_id: str, preview: bool = False
+    ) -> ActivateResult:
+        """Make every hostname serve a staged release (``preview``: a branch's own host).
+
+        Raises:
+            PublishError: the switch could not be done; what was live stays live (on
+                ``bunny``, some changed files may already be in place: no atomic switch).
+        """
+
+    @abstractmethod
+    def has_release(self, site_id: str, release_id: str) -> bool:
+        """True when the release is stored (restorable)."""
+
+    @abstractmethod
+    def remove_hostnames(self, site_id: str, hostnames: Sequence[str]) -> None:
+        """Stop serving these hostnames (a deleted branch's preview) and forget their files."""
+
+    @abstractmethod
+    def prune(self, site_id: str, keep: Sequence[str]) -> None:
+        """Remove the site's releases that are neither in ``keep`` nor served by a hostname."""

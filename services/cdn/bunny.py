@@ -61,6 +61,11 @@ class BunnyCDN(CDNBackend):
         local = scan_directory(Path(source_dir))
         return self._sync(site_id, local)
 
+    def remove_prefix(self, prefix: str) -> bool:
+        """Delete everything under one prefix (a removed preview); False if it was gone."""
+        check_identifier("prefix", prefix)
+        return self._storage.delete_dir(prefix)
+
     def publish(
         self,
         site_id: str,

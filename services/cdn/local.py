@@ -22,9 +22,11 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from .base import (
+    ActivateResult,
     CDNBackend,
     PublishError,
     PublishResult,
+    ReleaseBackend,
     SourceFile,
     check_hostname,
     check_identifier,
@@ -40,12 +42,11 @@ _TRASH_PREFIX = ".trash-"
 _CHUNK = 1 << 20
 
 
-class LocalCDN(CDNBackend):
+class LocalCDN(CDNBackend, ReleaseBackend):
     """Release directories under ``root``, made live by atomic symlink switches.
 
-    It also offers the deploy pipeline's ``ReleaseBackend`` methods (``stage``,
-    ``activate``, ``has_release``, ``remove_hostnames``, ``prune``).
-    TODO(git): list ``ReleaseBackend`` as a base once base.py's pipeline types land.
+    It is the deploy pipeline's ``ReleaseBackend`` (``stage``, ``activate``,
+    ``has_release``, ``remove_hostnames``, ``prune``) and keeps ``publish`` (both at once).
 
     Release ids sort like the deploys they come from (``{number:08d}-{deploy_id}``, or
     the older timestamped ids): "newest" is the id's order, never a directory mtime,
@@ -146,14 +147,12 @@ class LocalCDN(CDNBackend):
 
     def activate(
         self, site_id: str, hostnames: Sequence[str], release_id: str, preview: bool = False
-    ):
+    ) -> ActivateResult:
         """Switch every hostname to a staged release (atomically, one link each).
 
         Returns:
             An empty ``ActivateResult``: nothing is uploaded anywhere.
         """
-        from .base import ActivateResult  # lands with the deploy pipeline (see TODO above)
-
         if not self.has_release(site_id, release_id):
             raise PublishError(f"release {release_id} is not stored")
         self._switch(_hosts(hostnames), site_id, release_id)

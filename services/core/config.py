@@ -14,6 +14,9 @@ from pathlib import Path
 
 from services.targets import STATE, listeners
 
+from .deploy_config import DeployConfig
+from .deploy_config import read as read_deploy_config
+
 __all__ = ["Config", "ConfigError", "PORT_DEFAULTS", "default_home"]
 
 # From the layout map. The defaults stay clear of the ports Debian's own caddy (80, 2019)
@@ -70,6 +73,7 @@ class Config:
     bind_host: str
     access_log_roll_mb: int
     deploy_credential_seconds: int = 900
+    deploy: DeployConfig = field(default_factory=DeployConfig)
     extra: Mapping[str, str] = field(default_factory=dict)
 
     # -- derived locations: every piece of state lives under ``home`` --
@@ -169,6 +173,7 @@ class Config:
         }
         for name, value in self.ports.items():
             env[f"ECSTATIC_{name.upper()}_PORT"] = str(value)
+        env.update(self.deploy.environ())
         env.update(self.extra)
         return env
 
@@ -270,6 +275,7 @@ class Config:
             deploy_credential_seconds=integer(
                 "ECSTATIC_DEPLOY_CREDENTIAL_SECONDS", 900, 60, 86_400
             ),
+            deploy=read_deploy_config(env, integer, errors),
         )
         if errors:
             raise ConfigError("invalid configuration:\n  " + "\n  ".join(errors))

@@ -93,7 +93,9 @@ def logging_dict(level: str = "INFO", service: str = "ecstatic") -> dict:
         "loggers": {
             # gunicorn's loggers keep their own handlers unless told otherwise.
             "gunicorn.error": {"level": level, "handlers": ["stderr"], "propagate": False},
-            "gunicorn.access": {"level": level, "handlers": ["stderr"], "propagate": False},
+            # No access lines at all: they carry the client's IP address and the Basic
+            # user name (where some put their token). Request metrics count requests.
+            "gunicorn.access": {"level": "CRITICAL", "handlers": [], "propagate": False},
         },
     }
 

@@ -1,140 +1,159 @@
-"""The git room: smart HTTP at ``/git/{site_id}.git``; a push to the default branch deploys.
+"""The git room: smart HTTP at ``/git/{site_id}.git``, deploys, and restores.
 
 ``create_app`` wires already-built collaborators (tests pass fakes); ``build`` makes the
 real ones from the config. Request flow::
 
-    request metrics -> ErrorGuard -> BasicAuth -> GitApp -> dulwich make_wsgi_chain
-                                                 (per request: a backend bound to the
-                                                  authorised site, with our hooks)
+    request metrics -> ErrorGuard -> BasicAuth -> PushGate/BodyGuard -> GitApp -> dulwich
+    request metrics -> RestoreApp   (POST /v1/sites/{id}/deploys/{deploy_id}/restore)
 
-A push runs ``ValidateHook`` (dulwich's ``update`` hook: refuses unpublishable trees
-before the branch moves) and then ``DeployHook`` (``post-receive``: publishes and tells
-the pusher, through ``remote:`` lines, what went live and where).
+A push runs ``ValidateHook`` (dulwich's ``update`` hook: refuses a tree or config that can
+never deploy, before the branch moves), then ``DeployHook`` (``post-receive``: queues a
+deploy per pushed branch and streams its log to the pusher as ``remote:`` lines). The
+deploy itself runs on the ``DeployQueue``'s workers through the ``Pipeline``'s steps.
 """
 
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from dulwich.hooks import Hook
-from dulwich.web import make_wsgi_chain
-
+from services.build import BuildLimits, Sandbox
+from services.cdn.base import ReleaseBackend
 from services.cdn.local import LocalCDN
 from services.core.auth import SiteAuthorizer
+from services.core.config import Config
 from services.core.metrics import GitMetrics, HttpMetrics, make_measured_app
 from services.core.runtime import Context, Mount
 
-from .auth import ENV_SITE, ENV_SITE_ID, ENV_TOKEN, Authorizer, BasicAuth
-from .backend import SiteBackend, SiteRepos
+from .auth import Authorizer, BasicAuth
+from .backend import SiteRepos
+from .building import SandboxBuilder
 from .checkout import Limits
-from .deploy import Deployer
+from .deploy_api import DeployApi
+from .deploys import DeployStarter
 from .gate import guard
-from .hooks import DeployHook, ValidateHook
 from .limits import IntakeLimits
 from .locks import SiteLocks
-from .middleware import ClosingIterator, ErrorGuard, route_of
-from .receive import HANDLERS, make_handlers
-from .recorder import ApiDeployRecorder
+from .middleware import ErrorGuard, route_of
+from .pipeline import Pipeline
+from .queue import DeployQueue
+from .receive import make_handlers
+from .receiver import GitApp
+from .restore import PATH as RESTORE_PATH
+from .restore import RestoreApp
+from .steps import Activate, Build, Checkout, Publish, Record
+from .streaming import StreamingReceivePackHandler
 
-__all__ = ["PATHS", "GitApp", "build", "create_app"]
+__all__ = ["PATHS", "build", "create_app"]
 
-PATHS = re.compile(r"^/git/")
+# The map's route for this room (services/targets.py); the mount answers the same paths.
+PATHS = re.compile(r"^/(git/|v1/sites/[^/]+/deploys/[^/]+/restore$)")
 
-
-class GitApp:
-    """Serves an authorised request with dulwich, bound to the caller's site."""
-
-    def __init__(self, repos: SiteRepos, deployer: Deployer, handlers=HANDLERS):
-        """Wire the repositories, the deployer and dulwich's service handlers."""
-        self._repos = repos
-        self._deployer = deployer
-        self._handlers = handlers
-
-    def __call__(
-        self, environ: dict[str, Any], start_response: Callable[..., Any]
-    ) -> Iterable[bytes]:
-        """Serve one request (``BasicAuth`` has put the site and token in the environ)."""
-        site_id, site, token = environ[ENV_SITE_ID], environ[ENV_SITE], environ[ENV_TOKEN]
-
-        def hooks(repo) -> dict[str, Hook]:
-            return {
-                "update": ValidateHook(self._deployer, repo, site_id),
-                "post-receive": DeployHook(self._deployer, repo, site_id, site, token),
-            }
-
-        backend = SiteBackend(self._repos, site_id, f"/git/{site_id}.git", hooks)
-        _drop_dechunked_marker(environ)
-        try:
-            result = make_wsgi_chain(backend, handlers=self._handlers)(environ, start_response)
-        except BaseException:
-            backend.close()
-            raise
-        return ClosingIterator(result, backend.close)
-
-
-def _drop_dechunked_marker(environ: dict[str, Any]) -> None:
-    # dulwich de-chunks a body sent with "Transfer-Encoding: chunked" itself. Servers
-    # that already did (gunicorn, which says so with wsgi.input_terminated) keep the
-    # header, so dulwich would de-chunk twice and fail every push bigger than git's
-    # http.postBuffer. The stdlib server passes the raw body and sets no such flag.
-    if (
-        environ.get("wsgi.input_terminated")
-        and "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
-    ):
-        del environ["HTTP_TRANSFER_ENCODING"]
+WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
 def create_app(
     git_root: Path,
     authorizer: Authorizer,
-    deployer: Deployer,
+    starter: DeployStarter,
+    checkout: Checkout,
+    api: DeployApi,
+    restore: WSGIApp,
     http_metrics: HttpMetrics | None = None,
     intake: IntakeLimits | None = None,
-) -> Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]:
+) -> WSGIApp:
     """The git room's WSGI app.
 
     Args:
         git_root: Where the bare repositories live (``config.git_root``).
         authorizer: Answers whether a token may see a site (``SiteAuthorizer``).
-        deployer: Runs deploys from the post-receive hook.
+        starter: Starts deploys from the post-receive hook.
+        checkout: The checkout step, whose ``check`` refuses a push before its ref moves.
+        api: The api's deploy routes (the push's credential comes from there).
+        restore: Serves the restore route.
         http_metrics: Request metrics of the process; None to skip them.
         intake: Push limits (body bytes and rate, object sizes, pushes per user).
-
-    Returns:
-        A WSGI app serving ``/git/{site_id}.git/...``.
     """
     intake = intake or IntakeLimits()
-    git = GitApp(SiteRepos(git_root), deployer, make_handlers(intake))
+    handlers = make_handlers(intake, base=StreamingReceivePackHandler)
+    git = GitApp(SiteRepos(git_root), starter, checkout.check, api, handlers)
     # Bodies are spooled within the limits before dulwich reads them; the gate sits
     # inside auth, so it counts pushes per authorised user.
-    app: Any = ErrorGuard(BasicAuth(guard(git, intake, Path(git_root) / ".spool"), authorizer))
+    pushes: Any = ErrorGuard(BasicAuth(guard(git, intake, Path(git_root) / ".spool"), authorizer))
+
+    restores = ErrorGuard(restore)
+
+    def app(environ, start_response):
+        if RESTORE_PATH.match(environ.get("PATH_INFO") or ""):
+            return restores(environ, start_response)
+        return pushes(environ, start_response)
+
     if http_metrics is not None:
-        app = make_measured_app(app, http_metrics, "git", route_of)
+        return make_measured_app(app, http_metrics, "git", route_of)
     return app
 
 
-def build(ctx: Context) -> Mount:
-    """Build the git room from the process config."""
+def _backend(config: Config) -> ReleaseBackend:
+    cdn = LocalCDN(config.cdn_root, keep=config.deploy.releases_kept)
+    cdn.sweep()  # what a killed process left: half-removed releases, temporaries
+    if config.deploy.cdn == "local":
+        return cdn
+    from services.cdn.bunny import BunnyCDN
+    from services.cdn.bunny_releases import BunnyReleases
+    from services.cdn.bunny_storage import BunnyStorage
+
+    storage = BunnyStorage(
+        config.deploy.bunny_storage_zone,
+        config.deploy.bunny_storage_key,
+        host=config.deploy.bunny_storage_host,
+    )
+    return BunnyReleases(cdn, BunnyCDN(storage))
+
+
+def build(ctx: Context) -> list:
+    """Build the git room from the process config: its mount and its deploy workers."""
     config = ctx.config
-    cdn = LocalCDN(config.cdn_root)
-    # Finish what a killed process left: half-removed releases, temporaries, tmp packs.
-    cdn.sweep()
     SiteRepos(config.git_root).sweep()
-    deployer = Deployer(
-        cdn=cdn,
-        recorder=ApiDeployRecorder(config.api_url),
-        metrics=GitMetrics(ctx.registry),
-        limits=Limits(
+    cdn = _backend(config)
+    metrics = GitMetrics(ctx.registry)
+    api = DeployApi(config.api_url)
+    locks = SiteLocks(config.git_root / ".locks")
+    checkout = Checkout(
+        Limits(
             max_files=config.max_deploy_files,
             max_bytes=config.max_deploy_bytes,
             max_file_bytes=config.max_file_bytes,
             max_depth=config.max_tree_depth,
-        ),
-        locks=SiteLocks(config.git_root / ".locks"),
+        )
     )
+    d = config.deploy
+    builder = SandboxBuilder(
+        # The venv's tools (mkdocs) are visible to builds; the data directory never is.
+        Sandbox(toolchains=(Path(sys.prefix),), hidden=(config.home,)),
+        BuildLimits(
+            timeout_seconds=d.build_timeout_seconds,
+            memory_bytes=d.build_memory_mb * 2**20,
+            max_processes=d.build_processes,
+            max_output_bytes=d.build_output_mb * 2**20,
+            max_publish_bytes=config.max_deploy_bytes,
+            max_publish_files=config.max_deploy_files,
+        ),
+        metrics,
+        slots=d.workers,
+    )
+    steps = [
+        checkout,
+        Build(builder),
+        Publish(cdn, metrics),
+        Activate(cdn, api, metrics),
+        Record(api, cdn, keep=d.releases_kept),
+    ]
+    pipeline = Pipeline(steps, api, metrics, config.git_root / ".work")
+    pipeline.sweep()
+    queue = DeployQueue(pipeline, locks, workers=d.workers)
     intake = IntakeLimits(
         max_push_bytes=config.git_max_push_bytes,
         max_object_bytes=config.max_file_bytes,
@@ -144,6 +163,13 @@ def build(ctx: Context) -> Mount:
     )
     authorizer = SiteAuthorizer(config.api_url, config.auth_cache_seconds)
     app = create_app(
-        config.git_root, authorizer, deployer, http_metrics=ctx.http_metrics, intake=intake
+        config.git_root,
+        authorizer,
+        DeployStarter(api, queue, cdn),
+        checkout,
+        api,
+        RestoreApp(api, authorizer.site, cdn, locks),
+        http_metrics=ctx.http_metrics,
+        intake=intake,
     )
-    return Mount(name="git", paths=PATHS, app=app)
+    return [Mount(name="git", paths=PATHS, app=app), queue]

@@ -10,13 +10,15 @@ to publish.
 
 from __future__ import annotations
 
+import os
 import stat
-import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from dulwich.objects import Blob, Commit, ShaFile, Tag, Tree
 
+from services.build import BuildConfig, ConfigError, parse_config
 from services.cdn.base import SourceFile
 
 __all__ = [
@@ -28,15 +30,13 @@ __all__ = [
     "format_bytes",
     "iter_files",
     "plan_checkout",
+    "write_checkout",
 ]
 
 CONFIG_FILE = "ecstatic.toml"
-_MAX_CONFIG_BYTES = 64 * 1024
-_MAX_CONFIG_NESTING = 32
 _MAX_NAME_BYTES = 255  # NAME_MAX on Linux file systems
 _MAX_PATH_BYTES = 4000  # leaves room under PATH_MAX for the release directory
 _S_IFGITLINK = 0o160000
-_KNOWN_SETTINGS = {"publish"}
 
 
 class DeployRejected(Exception):
@@ -70,6 +70,9 @@ class Plan:
     publish_dir: str
     files: list[tuple[str, bytes]] = field(default_factory=list)  # (path, blob sha)
     notes: list[str] = field(default_factory=list)
+    config: BuildConfig = field(default_factory=BuildConfig)
+    file_count: int = 0  # what write_checkout wrote
+    bytes: int = 0
 
 
 def format_bytes(count: int) -> str:
@@ -82,13 +85,15 @@ def format_bytes(count: int) -> str:
     raise AssertionError("unreachable")
 
 
-def plan_checkout(store, commit_sha: bytes, limits: Limits) -> Plan:
+def plan_checkout(store, commit_sha: bytes, limits: Limits, whole_tree: bool = False) -> Plan:
     """Walk a commit's tree and decide which files a release gets.
 
     Args:
         store: A dulwich object store holding the pushed objects.
         commit_sha: Hex sha of the commit (or of a tag pointing at one).
         limits: Maximum number of files (checked here) and bytes (see ``iter_files``).
+        whole_tree: Plan every file of the repository (a build's input) rather than
+            only the ``publish`` directory's.
 
     Returns:
         The files to publish, in tree order, with notes for the pusher.
@@ -98,7 +103,7 @@ def plan_checkout(store, commit_sha: bytes, limits: Limits) -> Plan:
             bad ``ecstatic.toml``.
     """
     try:
-        return _plan(store, commit_sha, limits)
+        return _plan(store, commit_sha, limits, whole_tree)
     except DeployRejected:
         raise
     except (RecursionError, MemoryError, ValueError, TypeError, KeyError) as exc:
@@ -109,11 +114,16 @@ def plan_checkout(store, commit_sha: bytes, limits: Limits) -> Plan:
         ) from exc
 
 
-def _plan(store, commit_sha: bytes, limits: Limits) -> Plan:
+def _plan(store, commit_sha: bytes, limits: Limits, whole_tree: bool) -> Plan:
     commit = _peel_to_commit(store, commit_sha)
     root = _load(store, commit.tree, Tree, "the commit's root tree")
-    plan = Plan(commit=commit.id.decode("ascii"), publish_dir="")
-    publish_parts = _read_config(store, root, plan)
+    config = _read_config(store, root)
+    plan = Plan(commit=commit.id.decode("ascii"), publish_dir="", config=config)
+    if whole_tree:
+        # The build's input: everything but the host's own configuration.
+        _walk(store, root, plan, limits, skip_config=True, depth=0)
+        return plan
+    publish_parts = _publish_parts(config.publish or ".")
     tree = root
     for depth, part in enumerate(publish_parts):
         where = "/".join(publish_parts[: depth + 1])
@@ -129,6 +139,43 @@ def _plan(store, commit_sha: bytes, limits: Limits) -> Plan:
     plan.publish_dir = "/".join(publish_parts)
     _walk(store, tree, plan, limits, skip_config=not publish_parts, depth=len(publish_parts))
     return plan
+
+
+def write_checkout(store, commit_sha: bytes, limits: Limits, dest: Path | None) -> Plan:
+    """Check a commit's whole tree and, given ``dest``, write its files there.
+
+    With ``dest=None`` nothing is written: the check alone, cheap enough for the
+    ``update`` hook before the branch moves (file sizes come from the pack headers).
+
+    Raises:
+        DeployRejected: as ``plan_checkout`` and ``iter_files``.
+    """
+    plan = plan_checkout(store, commit_sha, limits, whole_tree=True)
+    if dest is None:
+        return plan
+    dest.mkdir(parents=True, exist_ok=False)
+    made: set[Path] = {dest}
+    for item in iter_files(store, plan, limits):
+        target = dest.joinpath(*item.path.split("/"))
+        _make_parents(target.parent, made)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        with os.fdopen(os.open(target, flags, 0o644), "wb") as handle:
+            chunks = item.chunks() if isinstance(item, StreamedFile) else [item.data]
+            for chunk in chunks:
+                handle.write(chunk)
+                plan.bytes += len(chunk)
+        plan.file_count += 1
+    return plan
+
+
+def _make_parents(directory: Path, made: set[Path]) -> None:
+    missing = []
+    while directory not in made:
+        missing.append(directory)
+        directory = directory.parent
+    for path in reversed(missing):
+        os.mkdir(path, 0o755)
+        made.add(path)
 
 
 def iter_files(store, plan: Plan, limits: Limits) -> Iterator[SourceFile]:
@@ -211,51 +258,17 @@ def _peel_to_commit(store, sha: bytes) -> Commit:
     raise DeployRejected(f"{_short(sha)}: too many nested tags")
 
 
-def _read_config(store, root: Tree, plan: Plan) -> list[str]:
+def _read_config(store, root: Tree) -> BuildConfig:
     try:
         mode, sha = root[CONFIG_FILE.encode()]
     except KeyError:
-        return []
+        return parse_config(None)
     if not stat.S_ISREG(mode):
         raise DeployRejected(f"{CONFIG_FILE} must be a regular file")
-    data = _load(store, sha, Blob, CONFIG_FILE).data
-    if len(data) > _MAX_CONFIG_BYTES:
-        raise DeployRejected(f"{CONFIG_FILE} is larger than {format_bytes(_MAX_CONFIG_BYTES)}")
     try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise DeployRejected(f"{CONFIG_FILE} is not valid TOML: not UTF-8") from None
-    if _nesting(text) > _MAX_CONFIG_NESTING:
-        raise DeployRejected(f"{CONFIG_FILE} is nested too deeply (at most {_MAX_CONFIG_NESTING})")
-    try:
-        settings = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise DeployRejected(f"{CONFIG_FILE} is not valid TOML: {str(exc)[:200]}") from None
-    except RecursionError:
-        raise DeployRejected(f"{CONFIG_FILE} is nested too deeply") from None
-    for key in sorted(set(settings) - _KNOWN_SETTINGS):
-        plan.notes.append(f"{CONFIG_FILE}: ignored unknown setting {key!r}")
-    publish = settings.get("publish", ".")
-    if not isinstance(publish, str):
-        raise DeployRejected(f"{CONFIG_FILE}: publish must be a string naming a directory")
-    return _publish_parts(publish)
-
-
-def _nesting(text: str) -> int:
-    """A cheap upper bound on a TOML text's nesting: brackets open at once, dotted keys.
-
-    Counts brackets inside strings too; that only overestimates, and a site config
-    has no business being anywhere near the limit.
-    """
-    depth = deepest = 0
-    for char in text:
-        if char in "[{":
-            depth += 1
-            deepest = max(deepest, depth)
-        elif char in "]}":
-            depth = max(depth - 1, 0)
-    dots = max((line.count(".") for line in text.splitlines()), default=0)
-    return max(deepest, dots)
+        return parse_config(_load(store, sha, Blob, CONFIG_FILE).data)
+    except ConfigError as exc:
+        raise DeployRejected(exc.message) from None
 
 
 def _publish_parts(publish: str) -> list[str]:

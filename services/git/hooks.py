@@ -1,168 +1,119 @@
-"""Push hooks: refuse unpublishable content, then deploy the default branch.
+"""Push hooks: refuse what can never deploy, then deploy every pushed branch live.
 
-``ValidateHook`` is the ``update`` hook: dulwich runs it once the pack is stored but
-before the ref moves, so content that can never be published (a symlink, a ``..``
-name, too many files) is refused and the push fails. ``DeployHook`` is the
-``post-receive`` hook: dulwich runs it after the refs moved and writes what it returns
-to the progress sideband, which the git client prints as ``remote:`` lines. It never
-raises: a failure becomes an ``error:`` line.
+``ValidateHook`` is dulwich's ``update`` hook: it runs once the pack is stored but before
+a ref moves, so a tree that can never be published (a symlink, a ``..`` name, a bad
+``ecstatic.toml``) is refused and the branch stays where it was. ``DeployHook`` is the
+``post-receive`` hook: it starts a deploy for each pushed branch (the default branch to
+production, any other to its preview) and streams each deploy's log to the pusher as
+``remote:`` lines while it runs (``StreamingReceivePackHandler``).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
 
 from dulwich.errors import HookError
 from dulwich.hooks import Hook
 
-from .checkout import DeployRejected, format_bytes
-from .deploy import Deployer, DeployFailed, DeploySuperseded
+from .deploys import DeployStarter, Push, branch_name, deploy_branches
+from .pipeline import StepFailed
 
-__all__ = ["DEFAULT_BRANCHES", "DeployHook", "ValidateHook", "deploy_branches"]
+__all__ = ["DeployHook", "ValidateHook"]
 
 log = logging.getLogger(__name__)
 
-DEFAULT_BRANCHES = (b"refs/heads/main", b"refs/heads/master")
 _ZERO = b"0" * 40
-_RETRY = "hint: to retry, push a new commit (e.g. git commit --allow-empty -m redeploy && git push)"
+RETRY = "hint: to retry, push a new commit (e.g. git commit --allow-empty -m redeploy && git push)"
+Write = Callable[[str], None]
 
 
-def deploy_branches(repo) -> list[bytes]:
-    """The refs whose pushes deploy: what HEAD names, then main, then master."""
-    head = repo.refs.get_symrefs().get(b"HEAD")
-    return list(dict.fromkeys(ref for ref in (head, *DEFAULT_BRANCHES) if ref))
-
-
-def _name(ref: bytes) -> str:
-    return ref.removeprefix(b"refs/heads/").decode("utf-8", "replace")
-
-
-def _short(sha: bytes) -> str:
-    return sha[:7].decode("ascii", "replace")
+class PusherGone(Exception):
+    """The pusher's connection closed; the deploy goes on without an audience."""
 
 
 class DeployHook(Hook):
-    """Deploys the default branch of one site's repository after a push."""
+    """``post-receive``: deploy each pushed branch, streaming its log to the pusher."""
 
-    def __init__(self, deployer: Deployer, repo, site_id: str, site: Mapping[str, Any], token: str):
-        """Bind the hook to one request's repository, site and pusher.
-
-        Args:
-            deployer: Runs the deploy.
-            repo: The dulwich repository that received the push.
-            site_id: The site's id.
-            site: The site JSON from the api (``hostnames``, ``url``).
-            token: The pusher's token.
-        """
-        self._deployer = deployer
-        self._repo = repo
-        self._site_id = site_id
-        self._site = site
-        self._token = token
+    def __init__(self, starter: DeployStarter, push: Push):
+        """Bind the hook to one push (its site, repository and credential)."""
+        self._starter = starter
+        self._push = push
 
     def execute(self, client_refs: Sequence[tuple[bytes, bytes, bytes]]) -> bytes:
-        """Handle the updated refs; return the text the pusher sees."""
-        try:
-            lines = self._handle(list(client_refs))
-        except Exception:  # noqa: BLE001 - the push is stored; never break it here
-            log.exception("post-receive failed", extra={"site_id": self._site_id})
-            lines = ["error: deploy failed: internal error (see the server logs)", _RETRY]
-        return ("".join(f"{line}\n" for line in lines)).encode("utf-8")
-
-    def _handle(self, client_refs: list[tuple[bytes, bytes, bytes]]) -> list[str]:
-        head = self._repo.refs.get_symrefs().get(b"HEAD")
-        deployable = deploy_branches(self._repo)
-        pushed = {ref: new for _old, new, ref in client_refs}
-        chosen = next((ref for ref in deployable if ref in pushed and pushed[ref] != _ZERO), None)
+        """Run without streaming (a client without a sideband): collect the output."""
         lines: list[str] = []
-        for _old, new, ref in client_refs:
-            if ref == chosen:
-                continue
-            if new == _ZERO:
-                lines.append(f"deleted {_name(ref)}; the live site is unchanged")
-            elif chosen is None:
-                target = _name(head or DEFAULT_BRANCHES[0])
-                lines.append(
-                    f"stored {_name(ref)} ({_short(new)}); not deployed: only {target} goes live"
-                )
-            else:
-                lines.append(
-                    f"stored {_name(ref)} ({_short(new)}); not deployed: {_name(chosen)} was"
-                )
-        if chosen is not None:
-            self._point_head_at(head, chosen)
-            lines.extend(self._deploy(chosen, pushed[chosen]))
-        return lines
+        self.stream(client_refs, lines.append)
+        return "".join(f"{line}\n" for line in lines).encode("utf-8")
 
-    def _point_head_at(self, head: bytes | None, ref: bytes) -> None:
+    def stream(self, client_refs: Sequence[tuple[bytes, bytes, bytes]], write: Write) -> None:
+        """Start every deploy, then follow each one's log until it ends or the pusher goes."""
+        try:
+            jobs = []
+            for _old, new, ref in client_refs:
+                if not ref.startswith(b"refs/heads/"):
+                    write(f"stored {ref.decode('utf-8', 'replace')}; only branches deploy")
+                elif new == _ZERO:
+                    write(self._starter.remove_preview(self._push, ref))
+                else:
+                    if ref in deploy_branches(self._push.repo):
+                        self._point_head_at(ref)
+                    jobs.append((ref, self._starter.start(self._push, ref, new)))
+                    write(f"{branch_name(ref)}: deploy queued")
+            for ref, job in jobs:
+                self._follow(branch_name(ref), job, write)
+        except PusherGone:
+            log.info("pusher left; deploys go on", extra={"site_id": self._push.site_id})
+        except Exception:  # noqa: BLE001 - the push is stored; never break it here
+            log.exception("post-receive failed", extra={"site_id": self._push.site_id})
+            _safe(write, "error: deploy failed: internal error (see the server logs)")
+            _safe(write, RETRY)
+
+    @staticmethod
+    def _follow(branch: str, job, write: Write) -> None:
+        prefix = f"{branch}: " if job.deploy.get("context") == "preview" else ""
+        for line in job.log.follow():
+            _safe(write, prefix + line)
+
+    def _point_head_at(self, ref: bytes) -> None:
         # A first push of "master" into a repo whose HEAD names "main" would leave HEAD
         # dangling and clones empty; follow the branch that was actually pushed.
+        repo = self._push.repo
+        head = repo.refs.get_symrefs().get(b"HEAD")
         if head is None or head == ref:
             return
         try:
-            self._repo.refs[head]
+            repo.refs[head]
         except KeyError:
-            self._repo.refs.set_symbolic_ref(b"HEAD", ref)
+            repo.refs.set_symbolic_ref(b"HEAD", ref)
 
-    def _deploy(self, ref: bytes, sha: bytes) -> list[str]:
-        branch = _name(ref)
 
-        def still_current() -> bool:
-            try:
-                return self._repo.refs[ref] == sha
-            except KeyError:
-                return False
-
-        try:
-            done = self._deployer.deploy(
-                self._site_id, self._site, self._token, self._repo.object_store, sha, still_current
-            )
-        except DeployRejected as exc:
-            return [
-                f"error: deploy rejected: {exc.message}",
-                f"error: the live site was not changed ({branch} at {_short(sha)} is stored)",
-            ]
-        except DeployFailed as exc:
-            return [
-                f"error: deploy failed: {exc.message}",
-                "error: the live site was not changed",
-                _RETRY,
-            ]
-        except DeploySuperseded:
-            return [f"{branch} moved on during this push; the newer push deploys instead"]
-        lines = [f"note: {note}" for note in done.notes]
-        lines.append(
-            f"published {done.file_count} {'file' if done.file_count == 1 else 'files'} "
-            f"({format_bytes(done.bytes)}) "
-            f"from {branch} at {_short(sha)} as release {done.release}"
-        )
-        if done.record_error:
-            lines.append(
-                f"warning: the site is live but the deploy was not recorded: {done.record_error}"
-            )
-        lines.append(f"live at {done.url}")
-        return lines
+def _safe(write: Write, line: str) -> None:
+    try:
+        write(line)
+    except Exception as exc:  # noqa: BLE001 - whatever the server raises for a closed socket
+        raise PusherGone() from exc
 
 
 class ValidateHook(Hook):
-    """``update`` hook: refuse a push to a deploy branch whose tree cannot be published."""
+    """``update`` hook: refuse a branch whose tree or config can never deploy."""
 
-    def __init__(self, deployer: Deployer, repo, site_id: str):
-        """Bind the hook to one request's repository and site."""
-        self._deployer = deployer
-        self._repo = repo
+    def __init__(self, check: Callable[[bytes], None], site_id: str):
+        """Bind the hook to the site's check (``Checkout.check``: raises ``StepFailed``)."""
+        self._check = check
         self._site_id = site_id
 
     def execute(self, ref: bytes, old_sha: bytes, new_sha: bytes) -> tuple[bytes, bytes]:
-        """Check one ref update; raise ``HookError`` to refuse it."""
-        if new_sha == _ZERO or ref not in deploy_branches(self._repo):
+        """Check one ref update; raise ``HookError`` to refuse it (the ref stays put)."""
+        if new_sha == _ZERO or not ref.startswith(b"refs/heads/"):
             return b"", b""
         try:
-            self._deployer.check(self._site_id, self._repo.object_store, new_sha)
-        except DeployRejected as exc:
+            self._check(new_sha)
+        except StepFailed as exc:
+            log.info("push rejected", extra={"site_id": self._site_id, "reason": exc.reason})
             raise HookError(f"deploy rejected: {exc.message}") from exc
-        except Exception:  # noqa: BLE001 - let the deploy itself report what is wrong
+        except Exception as exc:
+            # Never let a surprise in the check move the branch: refuse, plainly.
             log.exception("push check failed", extra={"site_id": self._site_id})
+            raise HookError("deploy rejected: the push could not be checked; try again") from exc
         return b"", b""

@@ -23,6 +23,10 @@ _ROUTES = (
     (re.compile(r"^/git/[^/]+\.git/git-upload-pack$"), "/git/{site}.git/git-upload-pack"),
     (re.compile(r"^/git/[^/]+\.git/git-receive-pack$"), "/git/{site}.git/git-receive-pack"),
     (re.compile(r"^/git/[^/]+\.git/"), "/git/{site}.git/{path}"),
+    (
+        re.compile(r"^/v1/sites/[^/]+/deploys/[^/]+/restore$"),
+        "/v1/sites/{site}/deploys/{deploy}/restore",
+    ),
 )
 
 # Malformed or truncated input from the client: answered or logged, never a crash.

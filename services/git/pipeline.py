@@ -13,7 +13,7 @@ the same branch makes a waiting deploy ``superseded``.
 from __future__ import annotations
 
 import logging
-import shutil
+import os
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from services.cdn.local import remove_tree
 from services.core.metrics import GitMetrics
 
 from .deploy_api import DeployApi
@@ -126,6 +127,15 @@ class Pipeline:
         self._work_root = work_root
         self._clock = clock
 
+    def sweep(self) -> None:
+        """At start: remove working directories a killed process left behind."""
+        try:
+            entries = list(os.scandir(self._work_root))
+        except FileNotFoundError:
+            return
+        for entry in entries:
+            _remove(Path(entry.path))
+
     def run(self, job: DeployJob) -> str:
         """Run every step; return the outcome ("live", "failed", "superseded")."""
         started = self._clock()
@@ -187,5 +197,9 @@ class Pipeline:
 
 
 def _remove(path: Path | None) -> None:
+    # Never recursive (a hostile tree may be deep); a failure costs disk, not the deploy.
     if path is not None:
-        shutil.rmtree(path, ignore_errors=True)
+        try:
+            remove_tree(path)
+        except OSError:
+            log.warning("could not remove a deploy's working directory", exc_info=True)

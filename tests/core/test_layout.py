@@ -82,6 +82,9 @@ def test_caddy_and_the_process_dispatcher_send_every_path_to_the_same_room():
         "/v1/sites/abc/statsx",
         "/git/abc.git/info/refs",
         "/v1/user",
+        "/v1/sites/abc/deploys/d1/restore",
+        "/v1/sites/abc/deploys/d1/log",
+        "/v1/sites/abc/deploys/d1/restorex",
     ):
         assert client.simulate_get(path).text == caddy_room(path), path
 

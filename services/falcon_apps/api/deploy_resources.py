@@ -44,7 +44,8 @@ class Credentials:
 class Deploys:
     """``/v1/sites/{site_id}/deploys``: a site's deploys, highest number first."""
 
-    credential_methods = frozenset({"POST"})
+    # The git room lists them to prune releases by the record's order.
+    credential_methods = frozenset({"GET", "POST"})
 
     def __init__(self, store: MetadataStore, presenter: SitePresenter, config: Config):
         self._store = store

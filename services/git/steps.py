@@ -1,0 +1,215 @@
+"""The pipeline's steps: checkout, build, publish, activate, record.
+
+Each is a small object with a ``name`` and ``run(job)``; ``Pipeline`` runs them in order.
+They raise ``StepFailed`` with a short reason code when the deploy cannot go on, and
+never touch what visitors see before ``activate``.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Protocol
+
+from services.cdn.base import PublishError, ReleaseBackend
+from services.core.metrics import GitMetrics
+
+from .checkout import DeployRejected, Limits, format_bytes, write_checkout
+from .deploy_api import DeployApi
+from .pipeline import DeployJob, StepFailed, Superseded
+
+__all__ = [
+    "Activate",
+    "Build",
+    "Builder",
+    "Checkout",
+    "Publish",
+    "Record",
+    "purge",
+    "release_id",
+]
+
+log = logging.getLogger(__name__)
+
+
+def release_id(job: DeployJob) -> str:
+    """Sortable by the deploy's number at the api, never by a clock or an mtime."""
+    return f"{int(job.deploy['number']):08d}-{job.deploy_id}"
+
+
+class Checkout:
+    """Write the pushed commit's tree into the deploy's fresh working directory."""
+
+    name = "checkout"
+
+    def __init__(self, limits: Limits):
+        """Bound what a checkout may hold (files, bytes, depth, per-file size)."""
+        self._limits = limits
+
+    def check(self, repo, commit: bytes) -> None:
+        """Refuse a commit before its branch moves (``ValidateHook``): no file is written."""
+        try:
+            write_checkout(repo.object_store, commit, self._limits, dest=None)
+        except DeployRejected as exc:
+            raise StepFailed("rejected", exc.message) from exc
+
+    def run(self, job: DeployJob) -> None:
+        """Check out the commit; the build config and notes land on the job."""
+        assert job.workdir is not None
+        try:
+            checkout = write_checkout(
+                job.repo.object_store, job.commit, self._limits, dest=job.workdir / "src"
+            )
+        except DeployRejected as exc:
+            raise StepFailed("rejected", exc.message) from exc
+        job.config = checkout.config
+        for note in checkout.notes:
+            job.log.write(f"note: {note}")
+        job.log.write(
+            f"checked out {job.commit[:7].decode()} "
+            f"({checkout.file_count} files, {format_bytes(checkout.bytes)})"
+        )
+
+
+class Builder(Protocol):
+    """Runs a site's build (``services.build``); the seam a Kubernetes Job can fill."""
+
+    def build(self, job: DeployJob) -> Path:
+        """Build ``job.workdir / "src"``; return the directory to publish.
+
+        Raises:
+            StepFailed: the build failed, timed out or broke a limit.
+        """
+
+
+class Build:
+    """Build the site (or take the checked-out tree as it is) and find what to publish."""
+
+    name = "build"
+
+    def __init__(self, builder: Builder):
+        """Wire the builder."""
+        self._builder = builder
+
+    def run(self, job: DeployJob) -> None:
+        """Build, then stop here if a newer push has overtaken this one."""
+        job.publish_dir = self._builder.build(job)
+        if not job.still_current():
+            raise Superseded()
+
+
+class Publish:
+    """Store the built files as a release on the CDN backend; nothing goes live yet."""
+
+    name = "publish"
+
+    def __init__(self, cdn: ReleaseBackend, metrics: GitMetrics):
+        """Wire the backend and the metrics."""
+        self._cdn = cdn
+        self._metrics = metrics
+
+    def run(self, job: DeployJob) -> None:
+        """Stage the release."""
+        assert job.publish_dir is not None
+        job.release = release_id(job)
+        try:
+            stored = self._cdn.stage(job.site_id, job.release, job.publish_dir)
+        except PublishError as exc:
+            raise StepFailed("publish_failed", f"could not store the release: {exc}") from exc
+        job.file_count, job.bytes = stored.file_count, stored.bytes
+        self._metrics.deploy_bytes.observe(stored.bytes)
+
+
+class Activate:
+    """Make the release what the deploy's hostnames serve (atomic on ``local``)."""
+
+    name = "activate"
+
+    def __init__(self, cdn: ReleaseBackend, api: DeployApi, metrics: GitMetrics):
+        """Wire the backend, the api (which purges a remote CDN's cache) and the metrics."""
+        self._cdn = cdn
+        self._api = api
+        self._metrics = metrics
+
+    def run(self, job: DeployJob) -> None:
+        """Switch the hostnames; from here on the new version is what visitors get."""
+        assert job.release is not None
+        if not job.still_current():
+            raise Superseded()
+        try:
+            preview = job.deploy.get("context") == "preview"
+            result = self._cdn.activate(job.site_id, job.hostnames, job.release, preview)
+        except PublishError as exc:
+            raise StepFailed("activate_failed", f"could not make the release live: {exc}") from exc
+        self._metrics.files.labels("uploaded").inc(result.uploaded)
+        self._metrics.files.labels("skipped").inc(result.skipped)
+        self._metrics.uploaded_bytes.inc(result.bytes_uploaded)
+        if result.remote:
+            purge(self._api, job.credential, job.site_id, job.log.write)
+        job.log.write(
+            f"published {job.file_count} {'file' if job.file_count == 1 else 'files'} "
+            f"({format_bytes(job.bytes)}) as release {job.release}"
+            + (f"; {result.uploaded} uploaded, {result.skipped} unchanged" if result.remote else "")
+        )
+
+
+class Record:
+    """Tell the api the deploy is live and point its context at it; then prune."""
+
+    name = "record"
+
+    def __init__(self, api: DeployApi, cdn: ReleaseBackend, keep: int = 5):
+        """Wire the api client and the backend; ``keep`` releases per site are kept."""
+        self._api = api
+        self._cdn = cdn
+        self._keep = keep
+
+    def run(self, job: DeployJob) -> None:
+        """Record; a failure here is reported as what it is: live, but not recorded."""
+        url = job.site.get("url") or ""
+        if job.deploy.get("context") == "preview":
+            url = f"{_scheme(url)}://{job.deploy['hostname']}{_port(url)}/"
+        job.url = url
+        try:
+            changes = {
+                "state": "live",
+                "release": job.release,
+                "file_count": job.file_count,
+                "bytes": job.bytes,
+                "generator": job.generator,
+                "step_seconds": job.step_seconds,
+            }
+            live = {k: v for k, v in changes.items() if v is not None}
+            job.deploy = self._api.update(job.credential, job.site_id, job.deploy_id, live)
+            self._api.activate(job.credential, job.site_id, job.deploy_id)
+        except Exception as exc:  # noqa: BLE001 - the site IS live: say so, never "failed"
+            log.error("deploy not recorded", extra={"site_id": job.site_id, "reason": str(exc)})
+            job.log.write(f"warning: the site is live but the deploy was not recorded: {exc}")
+        job.log.write(f"live at {url}")
+        self._prune(job)
+
+    def _prune(self, job: DeployJob) -> None:
+        try:
+            deploys = self._api.list(job.credential, job.site_id)
+            keep = [d["release"] for d in deploys if d.get("release") and d.get("state") == "live"]
+            self._cdn.prune(job.site_id, keep[: self._keep])
+        except Exception:  # noqa: BLE001 - pruning costs disk, never availability
+            log.warning("release pruning failed", extra={"site_id": job.site_id}, exc_info=True)
+
+
+def purge(api: DeployApi, credential: str, site_id: str, say) -> None:
+    """Ask the api to purge the pull zone's cache; a failure only delays fresh content."""
+    try:
+        api.purge(credential, site_id)
+    except Exception as exc:  # noqa: BLE001 - the files are in place; the cache catches up
+        log.warning("cache purge failed", extra={"site_id": site_id, "reason": str(exc)})
+        say(f"warning: the CDN cache was not purged ({exc}); it may serve the old files a while")
+
+
+def _scheme(url: str) -> str:
+    return url.split("://", 1)[0] if "://" in url else "http"
+
+
+def _port(url: str) -> str:
+    host = url.split("://", 1)[-1].split("/", 1)[0]
+    return ":" + host.rsplit(":", 1)[1] if ":" in host else ""
