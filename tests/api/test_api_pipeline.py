@@ -75,12 +75,14 @@ def test_credential_works_on_its_sites_deploy_routes_only(client, alice, site, c
     log = f"/v1/sites/{site['id']}/deploys/{deploy['id']}/log"
     assert client.simulate_post(log, json={"lines": ["x"]}, headers=cred).status_code == 204
     assert client.simulate_post(f"/v1/sites/{site['id']}/purge", headers=cred).status_code == 202
+    # The git room lists the site's deploys to prune releases in the record's order.
+    listed = client.simulate_get(f"/v1/sites/{site['id']}/deploys", headers=cred)
+    assert [d["id"] for d in listed.json["deploys"]] == [deploy["id"]]
     for method, path in [
         ("GET", "/v1/sites"),
         ("POST", "/v1/sites"),
         ("GET", "/v1/user"),
         ("GET", f"/v1/sites/{site['id']}"),
-        ("GET", f"/v1/sites/{site['id']}/deploys"),
         ("GET", log),
         ("POST", f"/v1/sites/{site['id']}/credentials"),
     ]:
