@@ -2,7 +2,7 @@
 
 import pytest
 from dulwich.object_store import MemoryObjectStore
-from git_kit import FakeAuthorizer, FakeRecorder
+from git_kit import FakeAuthorizer
 
 
 @pytest.fixture
@@ -13,8 +13,3 @@ def store():
 @pytest.fixture
 def authorizer():
     return FakeAuthorizer()
-
-
-@pytest.fixture
-def recorder():
-    return FakeRecorder()

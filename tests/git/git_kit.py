@@ -102,20 +102,6 @@ class FakeAuthorizer:
             raise NotFound(f"site {site_id} not found") from None
 
 
-class FakeRecorder:
-    """Remembers recorded deploys; ``fail`` makes it raise like an unreachable api."""
-
-    def __init__(self):
-        self.deploys: list[tuple[str, str, dict]] = []
-        self.fail: Exception | None = None
-
-    def record(self, token, site_id, deploy):
-        if self.fail is not None:
-            raise self.fail
-        self.deploys.append((token, site_id, dict(deploy)))
-        return {"id": str(len(self.deploys)), "site_id": site_id, **deploy, "status": "live"}
-
-
 def make_site(site_id: str, name: str) -> dict:
     return {
         "id": site_id,

@@ -1,8 +1,15 @@
-"""Real servers and a real git client for the intake tests (imported by name)."""
+"""The real api and git rooms on 127.0.0.1, and a real git client (imported by name).
+
+``ThreadedRoom`` serves the ``ProcessApp`` of ``build_process_app(["api", "git"])`` on a
+threaded stdlib server in this process: the api with its SQLite store under a tmp
+``ECSTATIC_HOME``, and the git room with its real pipeline, deploy queue and LocalCDN.
+``ProcessRoom`` runs the same rooms under gunicorn (``python -m services.cli serve
+api,git``) in a subprocess, for what only a separate process shows. Users are made as
+``ecstatic admin create-user`` makes them; sites through ``POST /v1/sites``.
+"""
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import socket
@@ -14,18 +21,21 @@ import zlib
 from hashlib import sha1
 from pathlib import Path
 from socketserver import ThreadingMixIn
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
 import psutil
 import requests
-from git_kit import FakeAuthorizer, make_site
-from room_kit import Room
 
-from services.git.checkout import Limits
-from services.git.limits import IntakeLimits
+from services.cdn.local import LocalCDN
+from services.core.config import Config
+from services.core.runtime import Context
+from services.falcon_apps.api.store import MetadataStore
+from services.git.backend import SiteRepos
+from services.server import build_process_app
 
 HERE = Path(__file__).parent
 REPO = HERE.parent.parent
+MiB = 1 << 20
 
 
 class _Server(ThreadingMixIn, WSGIServer):
@@ -37,65 +47,182 @@ class _Quiet(WSGIRequestHandler):
         pass
 
 
-class ThreadedRoom:
-    """A ``Room`` on a threaded stdlib server on 127.0.0.1 (in this process)."""
-
-    def __init__(self, root: Path, limits: Limits, intake: IntakeLimits):
-        self.authorizer = FakeAuthorizer()
-        self.room = Room(root, self.authorizer, limits, intake)
-        self.server = make_server(
-            "127.0.0.1", 0, self.room.app, server_class=_Server, handler_class=_Quiet
-        )
-        self.port = self.server.server_port
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def site(self, site_id, name, token):
-        return self.authorizer.add(token, make_site(site_id, name))
-
-    def url(self, site_id, token):
-        return f"http://x:{token}@127.0.0.1:{self.port}/git/{site_id}.git"
-
-    def live(self, host):
-        return self.room.cdn.live_dir / host
-
-    def stop(self):
-        self.server.shutdown()
-        self.server.server_close()
-
-
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
-class ProcessRoom:
-    """A ``Room`` under gunicorn (gthread, one worker) in a subprocess."""
+def room_env(home: Path, api_port: int, **settings) -> dict[str, str]:
+    """The ``ECSTATIC_*`` environment of a test stack: home in tmp, the api on ``api_port``."""
+    env = {
+        "ECSTATIC_HOME": str(home),
+        "ECSTATIC_API_PORT": str(api_port),
+        "ECSTATIC_API_URL": f"http://127.0.0.1:{api_port}",
+        "ECSTATIC_LOG_LEVEL": "INFO",
+    }
+    env.update({f"ECSTATIC_{k.upper()}": str(v) for k, v in settings.items()})
+    return env
 
-    def __init__(self, root: Path, spec: dict):
+
+class _Stack:
+    """What both rooms offer a test: users, sites, push URLs, live files, deploys."""
+
+    config: Config
+    port: int
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def cdn(self) -> LocalCDN:
+        return LocalCDN(self.config.cdn_root, sync=False)
+
+    @property
+    def repos(self) -> SiteRepos:
+        return SiteRepos(self.config.git_root)
+
+    def create_user(self, name: str | None = None) -> str:
+        """A new user with a token, as ``ecstatic admin create-user`` makes one."""
+        store = MetadataStore(self.config.api_db)
+        try:
+            _user, token = store.create_user(name or f"u{time.time_ns()}")
+        finally:
+            store.close()
+        return token
+
+    def create_site(self, token: str, name: str) -> dict:
+        """``POST /v1/sites``: the new site's JSON."""
+        response = requests.post(
+            f"{self.base}/v1/sites", json={"name": name}, headers=self.bearer(token), timeout=10
+        )
+        assert response.status_code == 201, response.text
+        return response.json()
+
+    def new_site(self, name: str) -> tuple[str, str]:
+        """A new user owning a new site: ``(site_id, token)``."""
+        token = self.create_user()
+        return self.create_site(token, name)["id"], token
+
+    def site(self, token: str, site_id: str) -> dict:
+        response = requests.get(
+            f"{self.base}/v1/sites/{site_id}", headers=self.bearer(token), timeout=10
+        )
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    def deploys(self, token: str, site_id: str) -> list[dict]:
+        """The site's deploys at the api, newest first."""
+        response = requests.get(
+            f"{self.base}/v1/sites/{site_id}/deploys", headers=self.bearer(token), timeout=10
+        )
+        assert response.status_code == 200, response.text
+        return response.json()["deploys"]
+
+    def wait_deploys(self, token, site_id, count, timeout=30.0) -> list[dict]:
+        """Wait until ``count`` deploys of the site have reached a final state."""
+        deadline = time.monotonic() + timeout
+        while True:
+            deploys = self.deploys(token, site_id)
+            final = [d for d in deploys if d["state"] in ("live", "failed", "superseded")]
+            if len(final) >= count or time.monotonic() > deadline:
+                return deploys
+            time.sleep(0.05)
+
+    def log(self, token: str, site_id: str, deploy_id: str) -> dict:
+        response = requests.get(
+            f"{self.base}/v1/sites/{site_id}/deploys/{deploy_id}/log",
+            headers=self.bearer(token),
+            timeout=10,
+        )
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    def restore(self, token: str | None, site_id: str, deploy_id: str) -> requests.Response:
+        headers = self.bearer(token) if token else {}
+        return requests.post(
+            f"{self.base}/v1/sites/{site_id}/deploys/{deploy_id}/restore",
+            headers=headers,
+            timeout=30,
+        )
+
+    @staticmethod
+    def bearer(token: str) -> dict:
+        return {"Authorization": f"Bearer {token}"}
+
+    def url(self, site_id: str, token: str) -> str:
+        return f"http://x:{token}@127.0.0.1:{self.port}/git/{site_id}.git"
+
+    def live(self, host: str) -> Path:
+        return self.config.cdn_root / "live" / host
+
+    def repo_dir(self, site_id: str) -> Path:
+        return self.repos.path(site_id)
+
+    def metric(self, name: str, labels: dict | None = None) -> float:
+        """One sample of the process's ``/metrics``, 0 when absent."""
+        text = requests.get(f"{self.base}/metrics", timeout=10).text
+        wanted = name + (
+            "{" + ",".join(f'{k}="{v}"' for k, v in (labels or {}).items()) + "}" if labels else ""
+        )
+        for line in text.splitlines():
+            if line.startswith(wanted + " "):
+                return float(line.rsplit(" ", 1)[1])
+        return 0.0
+
+
+class ThreadedRoom(_Stack):
+    """``build_process_app(["api", "git"])`` on a threaded stdlib server in this process."""
+
+    def __init__(self, root: Path, **settings):
         self.root = Path(root)
-        self.spec = {"port": free_port(), **spec}
-        self.port = self.spec["port"]
+        # Bind first: the config's api URL is this very server.
+        self.server = _Server(("127.0.0.1", 0), _Quiet)
+        self.port = self.server.server_port
+        self.config = Config.from_env(room_env(self.root / "home", self.port, **settings))
+        self.app = build_process_app(["api", "git"], Context(self.config))
+        self.server.set_app(self.app)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self):
+        self.server.shutdown()
+        for background in self.app.backgrounds:
+            background.stop(timeout=30)
+        self.server.server_close()
+
+
+class ProcessRoom(_Stack):
+    """The same rooms under gunicorn (gthread, one worker): ``ecstatic serve api,git``."""
+
+    def __init__(self, root: Path, **settings):
+        self.root = Path(root)
+        self.port = free_port()
+        self.git_port = free_port()
+        self.env = room_env(self.root / "home", self.port, git_port=self.git_port, **settings)
+        self.config = Config.from_env(self.env)
         self.stderr_path = self.root / f"stderr-{time.time_ns()}.log"
         self.proc = None
+        self._stderr = None
 
     def start(self):
         self.root.mkdir(parents=True, exist_ok=True)
         self._stderr = open(self.stderr_path, "wb")
-        env = {**os.environ, "PYTHONPATH": f"{REPO}:{HERE}"}
+        env = {**os.environ, **self.env, "PYTHONPATH": str(REPO)}
         self.proc = subprocess.Popen(
-            [sys.executable, str(HERE / "room_kit.py"), str(self.root), json.dumps(self.spec)],
+            [sys.executable, "-m", "services.cli", "serve", "api,git"],
             stdout=self._stderr,
             stderr=self._stderr,
             env=env,
             cwd=REPO,
         )
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             assert self.proc.poll() is None, self.stderr()
             try:
-                requests.get(f"http://127.0.0.1:{self.port}/", timeout=0.5)
-                if self.worker() is not None:
+                ok = requests.get(f"{self.base}/healthz", timeout=0.5).status_code == 200
+                if ok and self.worker() is not None:
                     return self
             except requests.RequestException:
                 pass
@@ -108,7 +235,10 @@ class ProcessRoom:
 
     def kill9(self):
         for proc in [*psutil.Process(self.proc.pid).children(), psutil.Process(self.proc.pid)]:
-            proc.kill()
+            try:
+                proc.kill()
+            except psutil.NoSuchProcess:
+                pass
         self.proc.wait(10)
         self._stderr.close()
 
@@ -116,17 +246,14 @@ class ProcessRoom:
         if self.proc and self.proc.poll() is None:
             self.proc.terminate()
             try:
-                self.proc.wait(10)
+                self.proc.wait(40)
             except subprocess.TimeoutExpired:
                 self.kill9()
-        if not self._stderr.closed:
+        if self._stderr and not self._stderr.closed:
             self._stderr.close()
 
     def stderr(self) -> str:
         return self.stderr_path.read_text(errors="replace")
-
-    def url(self, site_id, token):
-        return f"http://x:{token}@127.0.0.1:{self.port}/git/{site_id}.git"
 
 
 def rss_peak_kib(proc: psutil.Process) -> int:
@@ -137,21 +264,25 @@ def rss_peak_kib(proc: psutil.Process) -> int:
     raise AssertionError("no VmHWM")
 
 
-def make_git(tmp_path: Path):
-    assert shutil.which("git"), "the git CLI is required (the setup installs it)"
+def git_env(tmp_path: Path) -> dict[str, str]:
     home = tmp_path / "home"
     home.mkdir(exist_ok=True)
-    env = {
+    return {
         "PATH": os.environ["PATH"],
         "HOME": str(home),
         "GIT_CONFIG_NOSYSTEM": "1",
         "GIT_TERMINAL_PROMPT": "0",
-        "GIT_AUTHOR_NAME": "P",
-        "GIT_AUTHOR_EMAIL": "p@e.com",
-        "GIT_COMMITTER_NAME": "P",
-        "GIT_COMMITTER_EMAIL": "p@e.com",
+        "GIT_AUTHOR_NAME": "Pusher",
+        "GIT_AUTHOR_EMAIL": "pusher@example.com",
+        "GIT_COMMITTER_NAME": "Pusher",
+        "GIT_COMMITTER_EMAIL": "pusher@example.com",
         "LC_ALL": "C",
     }
+
+
+def make_git(tmp_path: Path):
+    assert shutil.which("git"), "the git CLI is required (the setup installs it)"
+    env = git_env(tmp_path)
 
     def run(*args, cwd=None, check=True, timeout=120):
         result = subprocess.run(
@@ -166,6 +297,7 @@ def make_git(tmp_path: Path):
             raise AssertionError(f"git {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
         return result
 
+    run.env = env
     return run
 
 
@@ -174,7 +306,7 @@ def new_work(git, path: Path) -> Path:
     return path
 
 
-def commit(git, work: Path, files: dict, message="update") -> str:
+def commit(git, work: Path, files: dict, message="update", remove=()) -> str:
     for name, content in files.items():
         target = work / name
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -182,8 +314,10 @@ def commit(git, work: Path, files: dict, message="update") -> str:
             target.write_bytes(content)
         else:
             target.write_text(content)
+    for name in remove:
+        git("rm", "-q", name, cwd=work)
     git("add", "-A", cwd=work)
-    git("commit", "-q", "-m", message, cwd=work)
+    git("commit", "-q", "--allow-empty", "-m", message, cwd=work)
     return git("rev-parse", "HEAD", cwd=work).stdout.strip()
 
 

@@ -183,11 +183,22 @@ def test_root_config_file_is_not_published(store):
     assert publish(store, sha) == {"index.html": b"x"}
 
 
-def test_config_without_publish_publishes_the_root_and_notes_unknown_keys(store):
-    sha = build_commit(store, {"ecstatic.toml": 'build = "make"\n', "index.html": "x"})
+def test_config_without_publish_publishes_the_root(store):
+    sha = build_commit(store, {"ecstatic.toml": "[build]\n", "index.html": "x"})
     plan = plan_checkout(store, sha, LIMITS)
     assert plan.publish_dir == ""
-    assert any("build" in note for note in plan.notes)
+    assert publish(store, sha) == {"index.html": b"x"}
+
+
+def test_unknown_keys_are_refused_not_noted(store):
+    # ecstatic.toml is parsed by services.build.parse_config: a typo is a clear refusal.
+    assert "unknown key 'foo'" in rejected(store, {"ecstatic.toml": "foo = 1\n", "i.html": "x"})
+    assert "build must be a table, not a string" in rejected(
+        store, {"ecstatic.toml": 'build = "make"\n', "i.html": "x"}
+    )
+    assert "unknown key 'build.cmd'" in rejected(
+        store, {"ecstatic.toml": '[build]\ncmd = "make"\n', "i.html": "x"}
+    )
 
 
 @pytest.mark.parametrize(
@@ -216,7 +227,7 @@ def test_publish_dir_must_exist_and_be_a_directory(store):
 
 def test_bad_config_files_are_rejected(store):
     assert "not valid TOML" in rejected(store, {"ecstatic.toml": "publish = ", "i.html": "x"})
-    assert "not valid TOML" in rejected(store, {"ecstatic.toml": b"\xff\xfe", "i.html": "x"})
+    assert "is not UTF-8" in rejected(store, {"ecstatic.toml": b"\xff\xfe", "i.html": "x"})
     assert "must be a string" in rejected(store, {"ecstatic.toml": "publish = 3", "i.html": "x"})
     assert "regular file" in rejected(store, {"ecstatic.toml": Link("/etc/passwd"), "i.html": "x"})
     assert "regular file" in rejected(store, {"ecstatic.toml": {"x": "y"}, "i.html": "x"})

@@ -1,13 +1,10 @@
-"""Push limits end to end: the real git client against the intake chain on 127.0.0.1."""
+"""Push limits end to end: the real git client against the real api and git rooms."""
 
 import os
 import threading
 
 import pytest
 from push_kit import ThreadedRoom, bomb_body, commit, make_git, new_work, post_pack
-
-from services.git.checkout import Limits
-from services.git.limits import IntakeLimits
 
 pytestmark = pytest.mark.integration
 
@@ -18,8 +15,13 @@ MiB = 1 << 20
 def room(tmp_path_factory):
     room = ThreadedRoom(
         tmp_path_factory.mktemp("intake"),
-        Limits(max_files=1000, max_bytes=3 * MiB, max_file_bytes=MiB, max_depth=32),
-        IntakeLimits(max_push_bytes=8 * MiB, max_object_bytes=MiB, min_rate=1000, grace_seconds=5),
+        max_deploy_files=1000,
+        max_deploy_bytes=3 * MiB,
+        max_file_bytes=MiB,
+        max_tree_depth=32,
+        git_max_push_bytes=8 * MiB,
+        git_min_rate=1000,
+        git_body_grace_seconds=5,
     )
     yield room
     room.stop()
@@ -31,7 +33,7 @@ def git(tmp_path):
 
 
 def repo_dir(room, site_id):
-    return room.room.repos.path(site_id)
+    return room.repo_dir(site_id)
 
 
 def leftovers(room, site_id):
@@ -44,8 +46,8 @@ def remote_main(git, url):
 
 
 def test_file_over_the_per_file_limit_is_refused_before_inflating(room, git, tmp_path):
-    room.site("b000000000000001", "big", "tok-big")
-    url = room.url("b000000000000001", "tok-big")
+    site_id, token = room.new_site("big")
+    url = room.url(site_id, token)
     work = new_work(git, tmp_path / "w")
     good = commit(git, work, {"index.html": "ok"})
     git("push", "-q", url, "main", cwd=work)
@@ -59,12 +61,12 @@ def test_file_over_the_per_file_limit_is_refused_before_inflating(room, git, tmp
     )
     assert remote_main(git, url) == good
     assert (room.live("big.localhost") / "index.html").read_text() == "ok"
-    assert leftovers(room, "b000000000000001") == []
+    assert leftovers(room, site_id) == []
 
 
 def test_push_over_the_push_limit_is_refused_with_a_message(room, git, tmp_path):
-    room.site("b000000000000002", "huge", "tok-huge")
-    url = room.url("b000000000000002", "tok-huge")
+    site_id, token = room.new_site("huge")
+    url = room.url(site_id, token)
     work = new_work(git, tmp_path / "w")
     files = {f"f{i}.bin": os.urandom(MiB - 4096) for i in range(10)}  # 10 MB > 8 MiB
     commit(git, work, files)
@@ -78,37 +80,42 @@ def test_push_over_the_push_limit_is_refused_with_a_message(room, git, tmp_path)
 
 
 def test_gzip_bomb_is_refused_from_its_header(room):
-    room.site("b000000000000003", "bomb", "tok-bomb")
-    response = post_pack(room.port, "b000000000000003", "tok-bomb", bomb_body(256 * MiB), True)
+    site_id, token = room.new_site("bomb")
+    response = post_pack(room.port, site_id, token, bomb_body(256 * MiB), True)
 
     assert response.status_code == 200  # the answer is in the git protocol
     assert b"push refused: a file of 256.0 MiB is larger than the 1.0 MiB limit" in (
         response.content
     )
     assert b"unpack push refused" in response.content
-    objects = repo_dir(room, "b000000000000003") / "objects"
+    objects = repo_dir(room, site_id) / "objects"
     assert list((objects / "pack").iterdir()) == []
-    assert leftovers(room, "b000000000000003") == []
+    assert leftovers(room, site_id) == []
 
 
 def test_site_over_its_quota_is_not_deployed(room, git, tmp_path):
-    room.site("b000000000000004", "quota", "tok-quota")
-    url = room.url("b000000000000004", "tok-quota")
+    site_id, token = room.new_site("quota")
+    url = room.url(site_id, token)
     work = new_work(git, tmp_path / "w")
     commit(git, work, {f"f{i}.bin": os.urandom(MiB - 4096) for i in range(4)})  # > 3 MiB
 
     result = git("push", url, "main", cwd=work, check=False)
 
-    assert "remote: error: deploy rejected: the published files add up to more than 3.0 MiB" in (
+    # Caught while the deploy writes its checkout (the pack is stored, the branch moved):
+    # the pipeline's wording is "deploy failed", its reason "rejected".
+    assert "remote: error: deploy failed: the published files add up to more than 3.0 MiB" in (
         result.stderr
     )
+    assert "remote: error: the live site was not changed" in result.stderr
+    [deploy] = room.deploys(token, site_id)
+    assert (deploy["state"], deploy["reason"]) == ("failed", "rejected")
     assert not room.live("quota.localhost").exists()
-    assert room.room.cdn.releases("b000000000000004") == []
+    assert room.cdn.releases(site_id) == []
 
 
 def test_tree_deeper_than_the_limit_is_refused_and_the_branch_stays(room, git, tmp_path):
-    room.site("b000000000000005", "deep", "tok-deep")
-    url = room.url("b000000000000005", "tok-deep")
+    site_id, token = room.new_site("deep")
+    url = room.url(site_id, token)
     work = new_work(git, tmp_path / "w")
     commit(git, work, {"/".join(["d"] * 40) + "/index.html": "deep"})
 
@@ -120,23 +127,26 @@ def test_tree_deeper_than_the_limit_is_refused_and_the_branch_stays(room, git, t
 
 
 def test_config_nested_five_thousand_deep_is_a_clear_rejection(room, git, tmp_path):
-    room.site("b000000000000006", "toml", "tok-toml")
-    url = room.url("b000000000000006", "tok-toml")
+    site_id, token = room.new_site("toml")
+    url = room.url(site_id, token)
     work = new_work(git, tmp_path / "w")
     commit(git, work, {"ecstatic.toml": "x = " + "[" * 5000 + "]" * 5000, "index.html": "x"})
 
     result = git("push", url, "main", cwd=work, check=False)
 
     assert result.returncode != 0
-    assert "remote: error: deploy rejected: ecstatic.toml is nested too deeply" in result.stderr
+    assert (
+        "remote: error: deploy rejected: ecstatic.toml nests arrays or tables 5000 deep"
+        in result.stderr
+    )
     assert "internal error" not in result.stderr
     assert len(result.stderr) < 2000
     assert remote_main(git, url) is None
 
 
 def test_symlink_is_refused_and_nothing_is_deployed(room, git, tmp_path):
-    room.site("b000000000000007", "link", "tok-link")
-    url = room.url("b000000000000007", "tok-link")
+    site_id, token = room.new_site("link")
+    url = room.url(site_id, token)
     work = new_work(git, tmp_path / "w")
     (work / "passwd").symlink_to("/etc/passwd")
     commit(git, work, {"index.html": "x"})
@@ -149,8 +159,8 @@ def test_symlink_is_refused_and_nothing_is_deployed(room, git, tmp_path):
 
 
 def test_two_pushes_to_one_site_at_once_are_serialized(room, git, tmp_path):
-    room.site("b000000000000008", "race", "tok-race")
-    url = room.url("b000000000000008", "tok-race")
+    site_id, token = room.new_site("race")
+    url = room.url(site_id, token)
     works = [new_work(git, tmp_path / f"w{i}") for i in range(2)]
     for i, work in enumerate(works):
         commit(git, work, {"index.html": f"version {i}", "pad.bin": os.urandom(300_000)})
@@ -172,4 +182,4 @@ def test_two_pushes_to_one_site_at_once_are_serialized(room, git, tmp_path):
     assert "remote: live at http://race.localhost:8080/" in results[winners[0]].stderr
     live = (room.live("race.localhost") / "index.html").read_text()
     assert live == f"version {winners[0]}"
-    assert len(room.room.cdn.releases("b000000000000008")) == 1
+    assert len(room.cdn.releases(site_id)) == 1
