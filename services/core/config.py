@@ -261,7 +261,7 @@ class Config:
             intake_syslog_host=env.get("ECSTATIC_INTAKE_SYSLOG_HOST") or bind_host,
             max_deploy_bytes=integer("ECSTATIC_MAX_DEPLOY_BYTES", 512 * 2**20, 1, 2**40),
             max_deploy_files=integer("ECSTATIC_MAX_DEPLOY_FILES", 50_000, 1, 10_000_000),
-            # Push limits (services/git/LIMITS.md). dulwich reads at most 1 GiB per body.
+            # Push limits (README: "Deploys"). dulwich reads at most 1 GiB per body.
             max_file_bytes=integer("ECSTATIC_MAX_FILE_BYTES", 100 * 2**20, 1, 2**34),
             max_tree_depth=integer("ECSTATIC_MAX_TREE_DEPTH", 32, 1, 256),
             git_max_push_bytes=integer("ECSTATIC_GIT_MAX_PUSH_BYTES", 2**30, 2**16, 2**30),

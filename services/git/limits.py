@@ -3,7 +3,7 @@
 Every limit here is enforced *before* the expensive step it protects: the request
 body is spooled to disk (never to memory) under a byte cap and a minimum transfer
 rate, and each pack object's declared size is checked before it is inflated.
-``LIMITS.md`` beside this file documents the knobs for operators.
+The README's "Deploys" section documents the knobs for operators.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ class BodyTimeout(IntakeRefused):
 
 @dataclass(frozen=True)
 class IntakeLimits:
-    """Bounds on one git request (see ``LIMITS.md``).
+    """Bounds on one git request (README: "Deploys").
 
     Attributes:
         max_push_bytes: Largest request body, on the wire and after gzip inflation.
