@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import socket
 import subprocess
@@ -151,4 +152,190 @@ def listening_addresses(port: int) -> set[str]:
                     packed = b"".join(words)
                     family = socket.AF_INET if width == 8 else socket.AF_INET6
                     found.add(socket.inet_ntop(family, packed))
+    return found
+
+
+# -- deploys: builds, streamed output, records -------------------------------------------
+
+
+@contextlib.contextmanager
+def searchable_home(prefix: str = "ecstatic-e2e-") -> Iterator[Path]:
+    """A fresh directory for ECSTATIC_HOME whose parents a build slot's uid can search.
+
+    As root, builds run as an unprivileged slot uid that must reach the deploy's work
+    directory under ECSTATIC_HOME; pytest's own temporary directories are 0700.
+    """
+    import shutil
+    import tempfile
+
+    base = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    base.chmod(0o711)
+    try:
+        yield base / "home"
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def commit(
+    directory: Path,
+    files: dict[str, bytes | None],
+    message: str,
+    author: str = "Alice",
+) -> str:
+    """Write (or, for None, delete) ``files`` and commit them; returns the new sha."""
+    for name, data in files.items():
+        path = directory / name
+        if data is None:
+            path.unlink()
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    git(directory, "add", "-A", ".")
+    identity = ("-c", f"user.name={author}", "-c", f"user.email={author.lower()}@example.com")
+    git(directory, *identity, "commit", "-q", "--allow-empty", "-m", message)
+    return git(directory, "rev-parse", "HEAD").stdout.strip()
+
+
+def remote_lines(stderr: str) -> list[str]:
+    """What the server said to the pusher: the ``remote:`` lines, without the prefix."""
+    lines = []
+    for raw in stderr.replace("\r", "\n").splitlines():
+        if raw.startswith("remote: "):
+            lines.append(raw[len("remote: ") :].rstrip())
+        elif raw == "remote:":
+            lines.append("")
+    return lines
+
+
+@dataclasses.dataclass
+class StreamedPush:
+    """A ``git push`` whose stderr was read as it arrived."""
+
+    returncode: int
+    lines: list[tuple[float, str]]  # (monotonic seconds since the push began, line)
+    seconds: float
+
+    @property
+    def stderr(self) -> str:
+        return "\n".join(line for _, line in self.lines)
+
+    @property
+    def remote(self) -> list[str]:
+        return remote_lines(self.stderr)
+
+    def arrival(self, text: str) -> float:
+        """When the first ``remote:`` line equal to ``text`` arrived."""
+        for at, line in self.lines:
+            if line.startswith("remote:") and line[len("remote:") :].strip() == text:
+                return at
+        raise AssertionError(f"no remote line {text!r} in:\n{self.stderr}")
+
+
+def start_push(cwd: Path, *args: str) -> subprocess.Popen:
+    """Start ``git push --progress ARGS`` with stderr as a pipe (read it with ``follow_push``)."""
+    env = {
+        **os.environ,
+        "GIT_TERMINAL_PROMPT": "0",
+        "GIT_ASKPASS": "/bin/false",
+        "GIT_CONFIG_NOSYSTEM": "1",
+        "HOME": str(cwd),
+    }
+    return subprocess.Popen(
+        ["git", "push", "--progress", *args],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+
+
+def follow_push(process: subprocess.Popen, on_line=None, timeout: float = 120.0) -> StreamedPush:
+    """Read a started push's stderr line by line, timestamping each line as it arrives."""
+    import time
+
+    began = time.monotonic()
+    lines: list[tuple[float, str]] = []
+    assert process.stderr is not None
+    buffer = b""
+    fd = process.stderr.fileno()
+    while True:
+        chunk = os.read(fd, 65536)  # returns what is there: no waiting for a full block
+        if not chunk:
+            break
+        buffer += chunk
+        *complete, buffer = buffer.replace(b"\r", b"\n").split(b"\n")
+        for raw in complete:
+            text = raw.decode("utf-8", "replace")
+            lines.append((time.monotonic() - began, text))
+            if on_line is not None:
+                on_line(text)
+        assert time.monotonic() - began < timeout, f"push still running after {timeout}s"
+    if buffer:
+        lines.append((time.monotonic() - began, buffer.decode("utf-8", "replace")))
+    returncode = process.wait(timeout=timeout)
+    return StreamedPush(returncode, lines, time.monotonic() - began)
+
+
+def push(cwd: Path, *args: str, timeout: float = 120.0) -> StreamedPush:
+    """``git push --progress ARGS``, its stderr read and timestamped as it arrives."""
+    return follow_push(start_push(cwd, *args), timeout=timeout)
+
+
+def wait_for(predicate, timeout: float, interval: float = 0.05, what: str = "condition"):
+    """Poll ``predicate`` until it returns something truthy; fail after ``timeout``."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"{what} not met within {timeout}s (last: {last!r})")
+
+
+def deploys(stack: Stack, token: str, site_id: str) -> list[dict]:
+    answer = stack.api("GET", f"/v1/sites/{site_id}/deploys", token)
+    assert answer.status_code == 200, answer.text
+    return answer.json()["deploys"]
+
+
+def deploy_log(stack: Stack, token: str, site_id: str, deploy_id: str) -> dict:
+    answer = stack.api("GET", f"/v1/sites/{site_id}/deploys/{deploy_id}/log", token)
+    assert answer.status_code == 200, answer.text
+    return answer.json()
+
+
+def host_of(url: str) -> str:
+    """``http://blog.localhost:8080/`` -> ``blog.localhost``."""
+    return url.split("://", 1)[1].split("/", 1)[0].split(":", 1)[0]
+
+
+def supervisor_pid(stack: Stack, program: str) -> int:
+    """The pid supervisord runs ``program`` under (0 while it is not running)."""
+    conf = Path(stack.env["ECSTATIC_HOME"]) / "run" / "supervisord.conf"
+    result = subprocess.run(
+        [sys.executable, "-m", "supervisor.supervisorctl", "-c", str(conf), "pid", program],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    try:
+        return int(result.stdout.strip())
+    except ValueError:
+        return 0
+
+
+def metric_samples(text: str, name: str) -> dict[tuple[tuple[str, str], ...], float]:
+    """Samples of one metric in Prometheus text format: sorted label pairs -> value."""
+    import re
+
+    found = {}
+    pattern = re.compile(r"^" + re.escape(name) + r"(\{(?P<labels>[^}]*)\})? (?P<value>\S+)$")
+    for line in text.splitlines():
+        match = pattern.match(line)
+        if match:
+            labels = re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', match["labels"] or "")
+            found[tuple(sorted(labels))] = float(match["value"])
     return found
