@@ -69,10 +69,16 @@ class _Stack:
     """What both rooms offer a test: users, sites, push URLs, live files, deploys."""
 
     config: Config
-    port: int
+    port: int  # where the git room listens (pushes, restores, its /metrics)
+    api_port: int
 
     @property
     def base(self) -> str:
+        """The api's base URL."""
+        return f"http://127.0.0.1:{self.api_port}"
+
+    @property
+    def git_base(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     @property
@@ -142,7 +148,7 @@ class _Stack:
     def restore(self, token: str | None, site_id: str, deploy_id: str) -> requests.Response:
         headers = self.bearer(token) if token else {}
         return requests.post(
-            f"{self.base}/v1/sites/{site_id}/deploys/{deploy_id}/restore",
+            f"{self.git_base}/v1/sites/{site_id}/deploys/{deploy_id}/restore",
             headers=headers,
             timeout=30,
         )
@@ -162,7 +168,7 @@ class _Stack:
 
     def metric(self, name: str, labels: dict | None = None) -> float:
         """One sample of the process's ``/metrics``, 0 when absent."""
-        text = requests.get(f"{self.base}/metrics", timeout=10).text
+        text = requests.get(f"{self.git_base}/metrics", timeout=10).text
         wanted = name + (
             "{" + ",".join(f'{k}="{v}"' for k, v in (labels or {}).items()) + "}" if labels else ""
         )
@@ -179,7 +185,7 @@ class ThreadedRoom(_Stack):
         self.root = Path(root)
         # Bind first: the config's api URL is this very server.
         self.server = _Server(("127.0.0.1", 0), _Quiet)
-        self.port = self.server.server_port
+        self.port = self.api_port = self.server.server_port
         self.config = Config.from_env(room_env(self.root / "home", self.port, **settings))
         self.app = build_process_app(["api", "git"], Context(self.config))
         self.server.set_app(self.app)
@@ -194,35 +200,54 @@ class ThreadedRoom(_Stack):
 
 
 class ProcessRoom(_Stack):
-    """The same rooms under gunicorn (gthread, one worker): ``ecstatic serve api,git``."""
+    """The same rooms under gunicorn (gthread, one worker each): ``ecstatic serve ...``.
 
-    def __init__(self, root: Path, **settings):
+    ``split=False`` serves ``api,git`` in one process; ``split=True`` runs ``serve api``
+    and ``serve git`` as two processes, as the default layout does (``targets.processes``).
+    """
+
+    def __init__(self, root: Path, split: bool = False, **settings):
         self.root = Path(root)
+        self.split = split
+        self.api_port = free_port()
         self.port = free_port()
-        self.git_port = free_port()
-        self.env = room_env(self.root / "home", self.port, git_port=self.git_port, **settings)
+        self.env = room_env(self.root / "home", self.api_port, git_port=self.port, **settings)
         self.config = Config.from_env(self.env)
-        self.stderr_path = self.root / f"stderr-{time.time_ns()}.log"
-        self.proc = None
-        self._stderr = None
+        stamp = time.time_ns()
+        self.specs = ["api", "git"] if split else ["api,git"]
+        self.stderr_paths = [self.root / f"stderr-{stamp}-{spec}.log" for spec in self.specs]
+        self.procs: list[subprocess.Popen] = []
+        self._files: list = []
+
+    @property
+    def proc(self) -> subprocess.Popen:
+        """The gunicorn master serving the git room."""
+        return self.procs[-1]
 
     def start(self):
         self.root.mkdir(parents=True, exist_ok=True)
-        self._stderr = open(self.stderr_path, "wb")
         env = {**os.environ, **self.env, "PYTHONPATH": str(REPO)}
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "services.cli", "serve", "api,git"],
-            stdout=self._stderr,
-            stderr=self._stderr,
-            env=env,
-            cwd=REPO,
-        )
+        for spec, path in zip(self.specs, self.stderr_paths, strict=True):
+            out = open(path, "wb")
+            self._files.append(out)
+            self.procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "services.cli", "serve", spec],
+                    stdout=out,
+                    stderr=out,
+                    env=env,
+                    cwd=REPO,
+                )
+            )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            assert self.proc.poll() is None, self.stderr()
+            assert all(p.poll() is None for p in self.procs), self.stderr()
             try:
-                ok = requests.get(f"{self.base}/healthz", timeout=0.5).status_code == 200
-                if ok and self.worker() is not None:
+                ok = all(
+                    requests.get(f"{base}/healthz", timeout=0.5).status_code == 200
+                    for base in (self.base, self.git_base)
+                )
+                if ok and all(psutil.Process(p.pid).children() for p in self.procs):
                     return self
             except requests.RequestException:
                 pass
@@ -230,30 +255,38 @@ class ProcessRoom(_Stack):
         raise AssertionError("server did not start:\n" + self.stderr())
 
     def worker(self) -> psutil.Process | None:
+        """The gunicorn worker that runs the git room."""
         children = psutil.Process(self.proc.pid).children()
         return children[0] if children else None
 
     def kill9(self):
-        for proc in [*psutil.Process(self.proc.pid).children(), psutil.Process(self.proc.pid)]:
-            try:
-                proc.kill()
-            except psutil.NoSuchProcess:
-                pass
-        self.proc.wait(10)
-        self._stderr.close()
+        for master in self.procs:
+            for proc in [*psutil.Process(master.pid).children(), psutil.Process(master.pid)]:
+                try:
+                    proc.kill()
+                except psutil.NoSuchProcess:
+                    pass
+            master.wait(10)
+        self._close()
 
     def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in self.procs:
             try:
-                self.proc.wait(40)
+                proc.wait(40)
             except subprocess.TimeoutExpired:
                 self.kill9()
-        if self._stderr and not self._stderr.closed:
-            self._stderr.close()
+        self._close()
+
+    def _close(self):
+        for out in self._files:
+            if not out.closed:
+                out.close()
 
     def stderr(self) -> str:
-        return self.stderr_path.read_text(errors="replace")
+        return "\n".join(p.read_text(errors="replace") for p in self.stderr_paths)
 
 
 def rss_peak_kib(proc: psutil.Process) -> int:

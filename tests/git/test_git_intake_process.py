@@ -1,4 +1,4 @@
-"""Push limits against a real gunicorn (gthread) receiver in a subprocess.
+"""Push limits against the real api and git rooms under gunicorn (gthread) in a subprocess.
 
 What only a separate process shows: its peak memory during a large push and a gzip
 bomb, its thread pool under slow bodies, kill -9 mid-push, and what it writes to stderr.
@@ -6,7 +6,6 @@ bomb, its thread pool under slow bodies, kill -9 mid-push, and what it writes to
 
 import base64
 import os
-import secrets
 import socket
 import subprocess
 import threading
@@ -19,15 +18,14 @@ from push_kit import ProcessRoom, bomb_body, commit, make_git, new_work, post_pa
 pytestmark = pytest.mark.integration
 
 MiB = 1 << 20
-SPEC = {
-    "limits": {"max_files": 1000, "max_bytes": 200 * MiB},
-    "intake": {"min_rate": 1000, "grace_seconds": 2.0, "pushes_per_user": 2},
+SETTINGS = {
+    "max_deploy_files": 1000,
+    "max_deploy_bytes": 200 * MiB,
+    "git_min_rate": 1000,
+    "git_body_grace_seconds": 2.0,
+    "git_pushes_per_user": 2,
     "threads": 8,
 }
-
-
-def spec(*sites, **over):
-    return {**SPEC, "sites": [list(s) for s in sites], **over}
 
 
 @pytest.fixture
@@ -39,8 +37,8 @@ def git(tmp_path):
 def rooms():
     started = []
 
-    def start(root, spec):
-        room = ProcessRoom(root, spec).start()
+    def start(root, **over):
+        room = ProcessRoom(root, **{**SETTINGS, **over}).start()
         started.append(room)
         return room
 
@@ -61,25 +59,25 @@ def bomb_2g(request):
 
 
 def test_peak_memory_of_a_100_mb_push_and_a_2_gib_gzip_bomb(rooms, git, tmp_path, bomb_2g):
-    site = ("c000000000000001", "mem", "tok-mem")
-    room = rooms(tmp_path / "room", spec(site))
+    room = rooms(tmp_path / "room")
+    site = room.new_site("mem")
     work = new_work(git, tmp_path / "w")
     commit(git, work, {"index.html": "warm up"})
-    git("push", "-q", room.url(*site[::2]), "main", cwd=work)
+    git("push", "-q", room.url(*site), "main", cwd=work)
     worker = room.worker()
     baseline = worker.memory_info().rss // 1024
 
     commit(git, work, {"big.bin": os.urandom(100_000_000)})
-    result = git("push", room.url(*site[::2]), "main", cwd=work)
+    result = git("push", room.url(*site), "main", cwd=work)
     push_peak = rss_peak_kib(worker)
 
     assert "remote: live at" in result.stderr
-    assert (tmp_path / "room/cdn/live/mem.localhost/big.bin").stat().st_size == 100_000_000
+    assert (room.live("mem.localhost") / "big.bin").stat().st_size == 100_000_000
 
     response = requests.post(
         f"http://127.0.0.1:{room.port}/git/{site[0]}.git/git-receive-pack",
         data=bomb_2g,
-        auth=("x", site[2]),
+        auth=("x", site[1]),
         headers={
             "Content-Type": "application/x-git-receive-pack-request",
             "Content-Encoding": "gzip",
@@ -114,10 +112,11 @@ def slow_body(port, site_id, token, declared=10_000_000):
 
 
 def test_slow_bodies_of_one_user_do_not_starve_others(rooms, tmp_path):
-    slow = ("c000000000000002", "slow", "tok-slow")
-    other = ("c000000000000003", "other", "tok-other")
-    room = rooms(tmp_path / "room", spec(slow, other))
-    socks = [slow_body(room.port, slow[0], slow[2]) for _ in range(12)]
+    # The api in its own process, as the default layout runs it: with api and git in one
+    # gunicorn, every held git request also waits on an api call from the same 8 threads.
+    room = rooms(tmp_path / "room", split=True)
+    slow, other = room.new_site("slow"), room.new_site("other")
+    socks = [slow_body(room.port, *slow) for _ in range(12)]
     stop = threading.Event()
 
     def trickle():  # one byte per second on every connection
@@ -137,7 +136,7 @@ def test_slow_bodies_of_one_user_do_not_starve_others(rooms, tmp_path):
             response = requests.get(
                 f"http://127.0.0.1:{room.port}/git/{other[0]}.git/info/refs",
                 params={"service": "git-receive-pack"},
-                auth=("x", other[2]),
+                auth=("x", other[1]),
                 timeout=10,
             )
             latencies.append(time.monotonic() - started)
@@ -157,20 +156,22 @@ def test_slow_bodies_of_one_user_do_not_starve_others(rooms, tmp_path):
 
 
 def test_kill_9_mid_push_keeps_the_old_version_and_the_next_push_works(rooms, git, tmp_path):
-    site = ("c000000000000004", "kill", "tok-kill")
     root = tmp_path / "room"
-    room = rooms(root, spec(site))
+    room = rooms(root)
+    site = room.new_site("kill")
     work = new_work(git, tmp_path / "w")
     commit(git, work, {"index.html": "v1", "a.bin": os.urandom(1000)})
-    git("push", "-q", room.url(*site[::2]), "main", cwd=work)
-    live = root / "cdn/live/kill.localhost"
+    git("push", "-q", room.url(*site), "main", cwd=work)
+    live = room.live("kill.localhost")
+    home = room.config.home
     previous = ("v1", 1000)
     for n, delay in enumerate([0.15, 0.5, 1.0]):  # packing, sending/indexing, deploying
         version = (f"v{n + 2}", 8 * MiB + n)
         commit(git, work, {"index.html": version[0], "a.bin": os.urandom(version[1])})
         push = subprocess.Popen(
-            ["git", "-c", "credential.helper=", "push", "-q", room.url(*site[::2]), "main"],
+            ["git", "-c", "credential.helper=", "push", "-q", room.url(*site), "main"],
             cwd=work,
+            env=git.env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -180,21 +181,23 @@ def test_kill_9_mid_push_keeps_the_old_version_and_the_next_push_works(rooms, gi
         # Whole releases only: the old one, or the new one if the kill came after the switch.
         shown = ((live / "index.html").read_text(), (live / "a.bin").stat().st_size)
         assert shown in {previous, version}
-        room = rooms(root, spec(site))  # restart: the sweep clears what the kill left
-        leftovers = list(root.glob("git/*.git/objects/tmp_pack_*"))
-        leftovers += list(root.glob("cdn/releases/*/.*"))
-        assert leftovers == []
+        room = rooms(root)  # restart: the sweeps clear what the kill left
+        leftovers = list(room.config.git_root.glob("*.git/objects/tmp_pack_*"))
+        leftovers += list(room.config.cdn_root.glob("releases/*/.*"))
+        leftovers += list((room.config.git_root / ".work").glob("*"))
+        assert leftovers == [], home
         commit(git, work, {"index.html": f"{version[0]} again"})
-        result = git("push", "-f", room.url(*site[::2]), "main", cwd=work)
+        result = git("push", "-f", room.url(*site), "main", cwd=work)
         assert "remote: live at" in result.stderr
         assert (live / "index.html").read_text() == f"{version[0]} again"
         previous = (f"{version[0]} again", version[1])
 
 
 def test_no_token_reaches_the_server_log(rooms, git, tmp_path):
-    token = "ecs_" + secrets.token_urlsafe(32)
-    site = ("c000000000000005", "logs", token)
-    room = rooms(tmp_path / "room", spec(site))
+    room = rooms(tmp_path / "room")
+    token = room.create_user("logs")
+    site = (room.create_site(token, "logs")["id"], "logs", token)
+    assert token.startswith("ecs_")
     base = f"http://127.0.0.1:{room.port}/git/{site[0]}.git"
     work = new_work(git, tmp_path / "w")
     commit(git, work, {"index.html": "x"})
