@@ -188,9 +188,17 @@ class ThreadedRoom(_Stack):
         self.port = self.api_port = self.server.server_port
         self.config = Config.from_env(room_env(self.root / "home", self.port, **settings))
         self.app = build_process_app(["api", "git"], Context(self.config))
-        self.server.set_app(self.app)
+        self.statuses: list[tuple[str, str, int]] = []  # (method, path, status) answered
+        self.server.set_app(self._recording)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
+
+    def _recording(self, environ, start_response):
+        def start(status, headers, exc_info=None):
+            self.statuses.append((environ["REQUEST_METHOD"], environ["PATH_INFO"], int(status[:3])))
+            return start_response(status, headers, exc_info)
+
+        return self.app(environ, start)
 
     def stop(self):
         self.server.shutdown()
