@@ -12,14 +12,18 @@ from prometheus_client import CollectorRegistry
 
 from services.cdn import LocalCDN
 from services.core.config import Config
-from services.core.metrics import GitMetrics, HttpMetrics, make_measured_app
+from services.core.metrics import HttpMetrics, make_measured_app
 from services.core.runtime import Context
+from services.core.runtime import Mount
 from services.git.app import build, create_app
 from services.git.backend import SiteBackend, SiteRepos
 from services.git.checkout import Limits
-from services.git.deploy import Deployer
+from services.git.deploys import DeployStarter
 from services.git.locks import SiteLocks
 from services.git.middleware import ErrorGuard, route_of
+from services.git.queue import DeployQueue
+from services.git.restore import RestoreApp
+from services.git.steps import Checkout
 
 SITE_ID = "0123456789abcdef"
 AUTH = "Basic " + base64.b64encode(b"x:good").decode()
@@ -55,17 +59,38 @@ def run(app, environ):
     return start, body
 
 
+class FakeApi:
+    """The api's deploy routes as the git room calls them: a credential, and nothing else."""
+
+    def __init__(self):
+        self.credentials = []
+
+    def credential(self, token, site_id):
+        self.credentials.append((token, site_id))
+        return "ecsd_cred"
+
+
+class NoQueue:
+    def submit(self, job):
+        raise AssertionError("these requests start no deploy")
+
+
 @pytest.fixture
-def app(tmp_path, authorizer, recorder):
+def app(tmp_path, authorizer):
     authorizer.add("good", make_site(SITE_ID, "blog"))
-    deployer = Deployer(
-        LocalCDN(tmp_path / "cdn", sync=False),
-        recorder,
-        GitMetrics(CollectorRegistry()),
-        Limits(100, 10_000),
-        SiteLocks(tmp_path / "git" / ".locks"),
+    api = FakeApi()
+    cdn = LocalCDN(tmp_path / "cdn", sync=False)
+    locks = SiteLocks(tmp_path / "git" / ".locks")
+    app = create_app(
+        tmp_path / "git",
+        authorizer,
+        DeployStarter(api, NoQueue(), cdn),
+        Checkout(Limits(100, 10_000)),
+        api,
+        RestoreApp(api, authorizer.site, cdn, locks),
     )
-    return create_app(tmp_path / "git", authorizer, deployer)
+    app.api = api
+    return app
 
 
 def environ(path, method="GET", query="", body=b"", **extra):
@@ -194,6 +219,19 @@ def test_raw_chunked_bodies_are_dechunked_by_dulwich(app):
     start, body = run(app, _receive_pack(chunked, HTTP_TRANSFER_ENCODING="chunked"))
     assert start.status == "200 OK"
     assert b"unpack ok" in body
+    assert app.api.credentials == [("good", SITE_ID)]  # the token bought a credential
+
+
+def test_the_api_refusing_a_credential_refuses_the_push_with_503(app):
+    def down(token, site_id):
+        from services.core.errors import Unavailable
+
+        raise Unavailable("api unreachable: ConnectionError")
+
+    app.api.credential = down
+    start, body = run(app, _receive_pack(_delete_command()))
+    assert start.status == "503 Service Unavailable"
+    assert b"the Ecstatic api could not start a deploy (api unreachable" in body
 
 
 def test_bodies_the_server_already_dechunked_are_not_dechunked_again(app):
@@ -212,18 +250,21 @@ def test_garbage_from_the_client_does_not_crash(app, caplog):
     assert any(r.message == "bad git request" for r in caplog.records)
 
 
-def test_build_mounts_the_room_without_touching_disk(tmp_path):
+def test_build_mounts_the_room_and_its_deploy_queue_without_touching_disk(tmp_path):
     ctx = Context(
         config=Config.from_env({"ECSTATIC_HOME": str(tmp_path / "home")}),
         registry=CollectorRegistry(),
     )
-    mount = build(ctx)
-    assert mount.name == "git"
+    mount, queue = build(ctx)
+    assert isinstance(mount, Mount) and isinstance(queue, DeployQueue)
+    assert mount.name == "git" and queue.name == "deploys" and queue.healthy()
     assert mount.paths.match(f"/git/{SITE_ID}.git/info/refs")
+    assert mount.paths.match(f"/v1/sites/{SITE_ID}/deploys/abc/restore")
     assert not mount.paths.match("/v1/sites")
     assert not (tmp_path / "home").exists()
     start, _ = run(mount.app, environ(f"/git/{SITE_ID}.git/info/refs", HTTP_AUTHORIZATION=""))
     assert start.status == "401 Unauthorized"
+    queue.stop(5)
 
 
 # -- middleware -------------------------------------------------------------------------
