@@ -13,8 +13,7 @@ from prometheus_client import CollectorRegistry
 from services.cdn import LocalCDN
 from services.core.config import Config
 from services.core.metrics import HttpMetrics, make_measured_app
-from services.core.runtime import Context
-from services.core.runtime import Mount
+from services.core.runtime import Context, Mount
 from services.git.app import build, create_app
 from services.git.backend import SiteBackend, SiteRepos
 from services.git.checkout import Limits

@@ -41,7 +41,11 @@ def test_push_deploys_and_shows_the_live_url(room, git, work):
     assert (room.live("first.localhost") / "index.html").read_text() == "<h1>first</h1>"
     assert (room.live("first.localhost") / "css" / "site.css").read_text() == "h1{}"
     assert (deploy["commit_sha"], deploy["file_count"], deploy["state"]) == (sha, 2, "live")
-    assert (deploy["context"], deploy["branch"], deploy["author"]) == ("production", "main", "Pusher")
+    assert (deploy["context"], deploy["branch"], deploy["author"]) == (
+        "production",
+        "main",
+        "Pusher",
+    )
     assert room.site(token, site_id)["live_deploy"]["id"] == deploy["id"]
     assert room.cdn.live_release("first.localhost") == (site_id, deploy["release"])
 
