@@ -41,8 +41,12 @@ class BunnyReleases(ReleaseBackend):
         source = self._store.release_path(site_id, release_id)
         if not source.is_dir():
             raise PublishError(f"release {release_id} is not stored")
+        # Checked before any upload: a bad hostname must not leave Bunny ahead of the links.
+        if isinstance(hostnames, str) or not hostnames:
+            raise PublishError("a release needs at least one hostname")
+        hosts = list(dict.fromkeys(check_hostname(h) for h in hostnames))
         total = ActivateResult(remote=True)
-        prefixes = [check_hostname(h) for h in hostnames] if preview else [site_id]
+        prefixes = hosts if preview else [site_id]
         for prefix in prefixes:
             result = self._bunny.sync_release(prefix, source)
             total = ActivateResult(

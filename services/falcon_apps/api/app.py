@@ -24,7 +24,7 @@ from .deploy_resources import (
 )
 from .middleware import AuthMiddleware
 from .presenter import SitePresenter
-from .purge import NoPurge, SitePurger
+from .purge import NoPurge, SitePurger, purger_for
 from .resources import CurrentUser, HostMap, HostnameCheck, Sites
 from .store import MetadataStore
 
@@ -76,5 +76,6 @@ def build(ctx: Context) -> Mount:
     # Tokens never reach a log line through gunicorn's request URIs (see ``redact``).
     redact.install()
     store = MetadataStore(ctx.config.api_db)
-    app = create_app(store, ctx.config, ctx.http_metrics)
+    # The api alone holds the Bunny account key: purges of the pull zone happen here.
+    app = create_app(store, ctx.config, ctx.http_metrics, purger=purger_for(ctx.config.deploy))
     return Mount(name="api", paths=PATHS, app=app, healthy=store.ping)
