@@ -100,6 +100,10 @@ class DeployStarter:
         branch = branch_name(ref)
         previews = {p.get("branch"): p for p in push.site.get("previews") or []}
         preview = previews.get(branch)
+        if preview is None:  # push.site may be the authorizer's copy from before the preview
+            deploys = self._api.list(push.credential, push.site_id)
+            current = [d for d in deploys if d.get("current") and d.get("branch") == branch]
+            preview = next((d for d in current if d.get("context") == "preview"), None)
         if preview is None:
             return f"deleted {branch}; it had no preview"
         self._cdn.remove_hostnames(push.site_id, [str(preview["hostname"])])
