@@ -68,6 +68,9 @@ class FakeApi:
         self.credentials.append((token, site_id))
         return "ecsd_cred"
 
+    def list(self, credential, site_id):
+        return []
+
 
 class NoQueue:
     def submit(self, job):

@@ -494,6 +494,19 @@ def test_deleting_a_branch_removes_its_preview(env, tmp_path):
     queue.stop(5)
 
 
+def test_deleting_a_branch_finds_its_preview_even_from_a_stale_site(env, tmp_path):
+    # The site comes from the authorizer's cache, which may predate the branch's preview.
+    _, job = env.deploy({"index.html": "p"}, context="preview", branch="feature/y")
+    env.api.deploys[job.deploy_id]["current"] = True
+    hook, queue = _hook(env, tmp_path, site=dict(env.site, previews=[]))
+    lines = []
+    hook.stream([(b"1" * 40, ZERO, b"refs/heads/feature/y")], lines.append)
+    assert lines == ["deleted feature/y; its preview feature-y--blog.localhost is gone"]
+    assert env.api.removed == ["feature/y"]
+    assert not (env.cdn.live_dir / "feature-y--blog.localhost").exists()
+    queue.stop(5)
+
+
 def test_tags_are_stored_not_deployed_and_the_hook_never_raises(env, tmp_path):
     hook, queue = _hook(env, tmp_path)
     lines = []
