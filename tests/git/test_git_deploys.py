@@ -273,3 +273,54 @@ def test_force_pushes_and_older_commits_deploy(room, git, work):
     assert "remote: live at http://history.localhost:8080/" in result.stderr
     assert (room.live("history.localhost") / "index.html").read_text() == "rewritten"
     assert room.deploys(token, site_id)[0]["message"] == "rewritten again"
+
+
+# -- refused before the branch moves ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("files", "message"),
+    [
+        ({"ecstatic.toml": "colour = 'red'\n"}, "ecstatic.toml: unknown key 'colour'"),
+        ({"ecstatic.toml": "publish = = 1\n"}, "ecstatic.toml is not valid TOML"),
+    ],
+)
+def test_a_bad_config_is_refused_and_the_branch_does_not_move(room, git, work, files, message):
+    site_id, token = room.new_site("badtoml" + str(len(message)))
+    url = room.url(site_id, token)
+    good = commit(git, work, {"index.html": "good"})
+    git("push", "-q", url, "main", cwd=work)
+    commit(git, work, {**files, "index.html": "bad"})
+
+    result = git("push", url, "main", cwd=work, check=False)
+
+    assert result.returncode != 0
+    assert f"remote: error: deploy rejected: {message}" in result.stderr
+    assert git("ls-remote", url, "refs/heads/main").stdout.split()[0] == good
+    assert len(room.deploys(token, site_id)) == 1
+    assert (room.live(f"badtoml{len(message)}.localhost") / "index.html").read_text() == "good"
+
+
+def test_a_dot_dot_tree_from_a_hostile_client_is_refused(room, tmp_path):
+    # The git CLI will not make a ".." entry; dulwich writes whatever it is given.
+    from dulwich import porcelain
+    from dulwich.repo import Repo
+    from git_kit import build_commit
+
+    site_id, token = room.new_site("dotdot")
+    repo = Repo.init(str(tmp_path / "hostile"), mkdir=True)
+    sha = build_commit(repo.object_store, {"index.html": "x", "..": {"escape.html": "x"}})
+    repo.refs[b"refs/heads/main"] = sha
+    errors = __import__("io").BytesIO()
+
+    try:
+        porcelain.push(
+            repo, room.url(site_id, token), "refs/heads/main", errstream=errors, outstream=errors
+        )
+    except porcelain.Error as exc:  # some dulwich versions raise for a refused ref
+        errors.write(str(exc).encode())
+
+    assert b"deploy rejected: invalid file name '..'" in errors.getvalue()
+    assert room.deploys(token, site_id) == []
+    assert b"refs/heads/main" not in room.repos.open(site_id).get_refs()
+    assert not room.live("dotdot.localhost").exists()
