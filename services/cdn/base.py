@@ -142,6 +142,9 @@ class ReleaseBackend(ABC):
     def stage(self, site_id: str, release_id: str, source: Path) -> PublishResult:
         """Store the files under ``source`` as a release; visitors see nothing new yet.
 
+        The backend may hard-link ``source``'s files: the caller hands them over and
+        never writes to them afterwards (the pipeline removes its working directory).
+
         Raises:
             PublishError: invalid ids or files, or the release could not be stored.
         """

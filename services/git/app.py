@@ -127,7 +127,9 @@ def build(ctx: Context) -> list:
             max_bytes=config.max_deploy_bytes,
             max_file_bytes=config.max_file_bytes,
             max_depth=config.max_tree_depth,
-        )
+        ),
+        # On the repositories' volume, beside the deploys' working directories: links work.
+        cache_root=config.git_root / ".checkouts",
     )
     d = config.deploy
     builder = SandboxBuilder(

@@ -10,6 +10,7 @@ to publish.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 from collections.abc import Iterator
@@ -141,11 +142,17 @@ def _plan(store, commit_sha: bytes, limits: Limits, whole_tree: bool) -> Plan:
     return plan
 
 
-def write_checkout(store, commit_sha: bytes, limits: Limits, dest: Path | None) -> Plan:
+def write_checkout(
+    store, commit_sha: bytes, limits: Limits, dest: Path | None, cache: Path | None = None
+) -> Plan:
     """Check a commit's whole tree and, given ``dest``, write its files there.
 
     With ``dest=None`` nothing is written: the check alone, cheap enough for the
     ``update`` hook before the branch moves (file sizes come from the pack headers).
+
+    ``cache`` (one directory per site) keeps each file written once, named by its blob
+    sha, and hard-links it into later checkouts: a push that changes one file of a
+    thousand writes one file. An entry no checkout or release links any more is removed.
 
     Raises:
         DeployRejected: as ``plan_checkout`` and ``iter_files``.
@@ -154,18 +161,62 @@ def write_checkout(store, commit_sha: bytes, limits: Limits, dest: Path | None) 
     if dest is None:
         return plan
     dest.mkdir(parents=True, exist_ok=False)
+    if cache is not None:
+        cache.mkdir(parents=True, exist_ok=True)
     made: set[Path] = {dest}
-    for item in iter_files(store, plan, limits):
-        target = dest.joinpath(*item.path.split("/"))
+    for path, sha in plan.files:
+        target = dest.joinpath(*path.split("/"))
         _make_parents(target.parent, made)
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-        with os.fdopen(os.open(target, flags, 0o644), "wb") as handle:
+        cached = cache / sha.decode("ascii") if cache is not None else None
+        size = _link_cached(cached, target) if cached is not None else None
+        if size is None:
+            size = _write_file(store, plan, path, sha, target, limits)
+            if cached is not None:
+                with contextlib.suppress(OSError):  # another checkout made it first: fine
+                    os.link(target, cached)
+        if size > limits.max_file_bytes:
+            raise DeployRejected(
+                f"{path!r} is {format_bytes(size)}, larger than the "
+                f"{format_bytes(limits.max_file_bytes)} limit per file"
+            )
+        plan.bytes += size
+        plan.file_count += 1
+        if plan.bytes > limits.max_bytes:
+            limit = format_bytes(limits.max_bytes)
+            raise DeployRejected(f"the published files add up to more than {limit}, the limit")
+    if cache is not None:
+        _forget_unlinked(cache)
+    return plan
+
+
+def _link_cached(cached: Path, target: Path) -> int | None:
+    try:
+        os.link(cached, target)
+    except OSError:
+        return None
+    return os.stat(target).st_size
+
+
+def _write_file(store, plan: Plan, path: str, sha: bytes, target: Path, limits: Limits) -> int:
+    one = Plan(commit=plan.commit, publish_dir="", files=[(path, sha)])
+    written = 0
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    with os.fdopen(os.open(target, flags, 0o644), "wb") as handle:
+        for item in iter_files(store, one, limits):
             chunks = item.chunks() if isinstance(item, StreamedFile) else [item.data]
             for chunk in chunks:
                 handle.write(chunk)
-                plan.bytes += len(chunk)
-        plan.file_count += 1
-    return plan
+                written += len(chunk)
+    return written
+
+
+def _forget_unlinked(cache: Path) -> None:
+    # An entry whose only link is the cache's own serves no release and no checkout.
+    with os.scandir(cache) as entries:
+        for entry in entries:
+            with contextlib.suppress(OSError):
+                if entry.stat(follow_symlinks=False).st_nlink == 1:
+                    os.unlink(entry.path)
 
 
 def _make_parents(directory: Path, made: set[Path]) -> None:

@@ -42,9 +42,16 @@ class Checkout:
 
     name = "checkout"
 
-    def __init__(self, limits: Limits):
-        """Bound what a checkout may hold (files, bytes, depth, per-file size)."""
+    def __init__(self, limits: Limits, cache_root: Path | None = None):
+        """Bound what a checkout may hold (files, bytes, depth, per-file size).
+
+        Args:
+            limits: The limits.
+            cache_root: Where each site's checkout cache lives (files by blob sha, linked
+                into each checkout, so unchanged files cost neither writing nor copying).
+        """
         self._limits = limits
+        self._cache_root = cache_root
 
     def check(self, repo, commit: bytes) -> None:
         """Refuse a commit before its branch moves (``ValidateHook``): no file is written."""
@@ -57,8 +64,13 @@ class Checkout:
         """Check out the commit; the build config and notes land on the job."""
         assert job.workdir is not None
         try:
+            cache = self._cache_root / job.site_id if self._cache_root else None
             checkout = write_checkout(
-                job.repo.object_store, job.commit, self._limits, dest=job.workdir / "src"
+                job.repo.object_store,
+                job.commit,
+                self._limits,
+                dest=job.workdir / "src",
+                cache=cache,
             )
         except DeployRejected as exc:
             raise StepFailed("rejected", exc.message) from exc
