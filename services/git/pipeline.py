@@ -141,6 +141,8 @@ class Pipeline:
         started = self._clock()
         self._work_root.mkdir(parents=True, exist_ok=True)
         job.workdir = Path(tempfile.mkdtemp(prefix=f".work-{job.site_id}-", dir=self._work_root))
+        # mkdtemp makes it 0700: a build slot's uid (Ecstatic as root) must search it.
+        job.workdir.chmod(0o711)
         state = "queued"
         try:
             if not job.still_current():
