@@ -246,7 +246,16 @@ def start_push(cwd: Path, *args: str) -> subprocess.Popen:
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
+        start_new_session=True,  # its own group: ``kill_push`` ends git-remote-http too
     )
+
+
+def kill_push(process: subprocess.Popen) -> None:
+    """SIGKILL a started push and its helpers (git-remote-http holds the stderr pipe)."""
+    import signal
+
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
 
 
 def follow_push(process: subprocess.Popen, on_line=None, timeout: float = 120.0) -> StreamedPush:
