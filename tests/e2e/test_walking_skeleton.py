@@ -142,9 +142,14 @@ def test_push_serve_count_and_refuse(stack: Stack, source: Path):
     while True:
         report = json.loads(stack.ecstatic("status", "--json").stdout)
         jobs = {t["job"]: t["health"] for t in report["targets"]}
-        if set(jobs) >= {"caddy", "api", "git", "intake-query", "alertmanager", "prometheus"} and set(
-            jobs.values()
-        ) == {"up"}:
+        if set(jobs) >= {
+            "caddy",
+            "api",
+            "git",
+            "intake-query",
+            "alertmanager",
+            "prometheus",
+        } and set(jobs.values()) == {"up"}:
             break
         assert time.monotonic() < deadline, f"targets not all up: {report['targets']}"
         time.sleep(1)
