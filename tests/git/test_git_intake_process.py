@@ -48,11 +48,13 @@ def rooms():
 
 
 @pytest.fixture(scope="session")
-def bomb_2g(request):
-    # Deflating 2 GiB of zeros takes a while: build it once and keep it in pytest's cache.
+def bomb_2g(request, tmp_path_factory):
+    # Deflating 2 GiB of zeros takes a while: build it once, in pytest's cache if it has one.
     from push_kit import gzip_bytes
 
-    path = request.config.cache.mkdir("ecstatic-git") / "bomb-2g.gz"
+    cache = getattr(request.config, "cache", None)
+    folder = cache.mkdir("ecstatic-git") if cache else tmp_path_factory.mktemp("ecstatic-git")
+    path = folder / "bomb-2g.gz"
     if not path.exists():
         path.write_bytes(gzip_bytes(bomb_body(2 << 30)))
     return path.read_bytes()

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import quote, unquote
 
+import tenacity
 from yoyo import read_migrations
 from yoyo.backends.core.sqlite3 import SQLiteBackend
 from yoyo.connections import parse_uri
@@ -85,6 +86,23 @@ def migrations() -> MigrationList:
     return numbered
 
 
+def _is_locked(exc: BaseException) -> bool:
+    return isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc)
+
+
+def _apply_once(path: Path, busy_timeout: float, lock_timeout: float):
+    uri = f"sqlite:///{quote(str(Path(path)))}?timeout={busy_timeout}"
+    backend = _SQLiteFileBackend(parse_uri(uri), "_yoyo_migration")
+    try:
+        backend.init_database()
+        with backend.lock(timeout=lock_timeout):
+            pending = backend.to_apply(migrations())
+            backend.apply_migrations(pending)
+        return pending
+    finally:
+        backend.connection.close()
+
+
 def apply(path: Path, busy_timeout: float = 10.0, lock_timeout: float = 60.0) -> list[str]:
     """Bring the SQLite file at ``path`` up to the newest migration.
 
@@ -99,19 +117,21 @@ def apply(path: Path, busy_timeout: float = 10.0, lock_timeout: float = 60.0) ->
     Raises:
         Unavailable: another process held yoyo's lock past ``lock_timeout``.
     """
-    uri = f"sqlite:///{quote(str(Path(path)))}?timeout={busy_timeout}"
-    backend = _SQLiteFileBackend(parse_uri(uri), "_yoyo_migration")
+    # SQLite answers "database is locked" at once, without waiting, when two processes'
+    # transactions would deadlock (both read, then both want to write): yoyo's own
+    # set-up and lock row hit that when processes start together. Try again, briefly.
+    retrying = tenacity.Retrying(
+        retry=tenacity.retry_if_exception(_is_locked),
+        wait=tenacity.wait_random_exponential(multiplier=0.05, max=1.0),
+        stop=tenacity.stop_after_delay(lock_timeout),
+        reraise=True,
+    )
     try:
-        backend.init_database()
-        with backend.lock(timeout=lock_timeout):
-            pending = backend.to_apply(migrations())
-            backend.apply_migrations(pending)
+        pending = retrying(_apply_once, path, busy_timeout, lock_timeout)
     except LockTimeout as exc:
         raise Unavailable(f"metadata store migration lock: {exc}") from exc
     except sqlite3.OperationalError as exc:
         raise Unavailable(f"metadata store migration failed: {exc}") from exc
-    finally:
-        backend.connection.close()
     applied = [m.id for m in pending]
     if applied:
         log.info("metadata store migrated", extra={"path": str(path), "applied": applied})
