@@ -11,7 +11,7 @@ from collections.abc import Iterable
 
 import psutil
 
-__all__ = ["describe", "holders", "owned_by", "taken"]
+__all__ = ["describe", "family", "holders", "owned_by", "taken"]
 
 
 def holders(port: int) -> set[int]:
@@ -32,11 +32,29 @@ def describe(pid: int) -> str:
     return f"pid {pid} ({cmdline})"
 
 
-def taken(ports: Iterable[int]) -> list[str]:
-    """One line per port in use: ``port 8080 is taken by pid 123 (...)``."""
+def family(pid: int | None) -> set[int]:
+    """``pid`` and all its descendants (empty when there is no such process)."""
+    if not pid:
+        return set()
+    try:
+        root = psutil.Process(pid)
+        return {pid, *(child.pid for child in root.children(recursive=True))}
+    except psutil.Error:
+        return set()
+
+
+def taken(ports: Iterable[int], ours: int | None = None) -> list[str]:
+    """One line per port in use: ``port 8080 is taken by pid 123 (...)``.
+
+    Args:
+        ports: The ports to check.
+        ours: A process (this stack's supervisord) whose family's listeners are not
+            "taken": a part it is restarting may hold its port before it is RUNNING.
+    """
+    mine = family(ours)
     problems = []
     for port in ports:
-        pids = holders(port)
+        pids = holders(port) - mine
         if pids:
             who = ", ".join(describe(pid) for pid in sorted(pids))
             problems.append(f"port {port} is taken by {who}")
@@ -45,12 +63,6 @@ def taken(ports: Iterable[int]) -> list[str]:
 
 def owned_by(port: int, pid: int | None) -> bool:
     """True when something listens on ``port`` and every listener is ``pid`` or its child."""
-    if not pid:
-        return False
-    try:
-        root = psutil.Process(pid)
-        family = {pid, *(child.pid for child in root.children(recursive=True))}
-    except psutil.Error:
-        return False
+    members = family(pid)
     listeners = holders(port)
-    return bool(listeners) and listeners <= family
+    return bool(members) and bool(listeners) and listeners <= members

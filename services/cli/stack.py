@@ -223,7 +223,9 @@ class Stack:
         states = self.states() if running else {}
         # A part already RUNNING holds its own ports; every other part needs them free.
         starting = [p for p in parts(self.config) if states.get(p.name) != "RUNNING"]
-        problems = ports.taken(port for part in starting for port in part.ports)
+        problems = ports.taken(
+            (port for part in starting for port in part.ports), ours=self._pid()
+        )
         if problems:
             raise StackError(
                 "cannot start: " + "; ".join(problems) + ". Stop that program, or choose other "
@@ -262,7 +264,7 @@ class Stack:
                 # supervisord gives up on a part that keeps crashing: no use waiting on.
                 states = self.states()
                 for part in pending:
-                    if states.get(part.name) in ("FATAL", "BACKOFF", "EXITED"):
+                    if states.get(part.name) == "FATAL":
                         raise StackError(
                             f"{part.name} keeps exiting ({states[part.name]}); last lines "
                             f"of {self.log_path(part.name)}:\n{self.log_tail(part.name)}"

@@ -84,3 +84,14 @@ def test_up_refuses_to_start_on_a_taken_port(tmp_path, impostor):
     assert f"port {impostor} is taken by pid {os.getpid()}" in message
     assert "ECSTATIC_*_PORT" in message
     assert not stack.Stack(config).running()  # nothing was started
+
+
+def test_a_port_held_by_our_own_supervisor_family_is_not_taken():
+    # A part supervisord is restarting may hold its port before it counts as RUNNING.
+    sock = _listen()
+    try:
+        port = sock.getsockname()[1]
+        assert ports.taken([port], ours=os.getpid()) == []
+        assert ports.taken([port], ours=None) != []
+    finally:
+        sock.close()
