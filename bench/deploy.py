@@ -120,16 +120,9 @@ def make_hugo_site(root: Path, pages: int, seed: int) -> Path:
 
 
 def git(cwd: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {
-        **os.environ,
-        "GIT_TERMINAL_PROMPT": "0",
-        "GIT_ASKPASS": "/bin/false",
-        "GIT_CONFIG_NOSYSTEM": "1",
-        "HOME": str(cwd),
-    }
-    result = subprocess.run(
-        ["git", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
-    )
+    from tests.e2e.stackdriver import git as run_git  # one way to run git, without prompts
+
+    result = run_git(cwd, *args, check=False)
     if result.returncode != 0:
         raise RuntimeError(f"git {' '.join(args[:2])} failed:\n{result.stderr[-2000:]}")
     return result

@@ -71,18 +71,15 @@ class _Meter:
         return data
 
     def read(self, size: int = -1) -> bytes:
-        try:
-            return self._check(self._raw.read(size))
-        except IntakeRefused:
-            raise
-        except Exception:
-            if self.expired:
-                raise BodyTimeout("the request body arrived too slowly") from None
-            raise
+        return self._guarded(self._raw.read, size)
 
     def readline(self, size: int = -1) -> bytes:
+        return self._guarded(self._raw.readline, size)
+
+    def _guarded(self, reader, size: int) -> bytes:
+        # A read the watchdog cut short surfaces as whatever the socket raised: say why.
         try:
-            return self._check(self._raw.readline(size))
+            return self._check(reader(size))
         except IntakeRefused:
             raise
         except Exception:
