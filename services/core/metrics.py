@@ -102,6 +102,62 @@ class IntakeMetrics:
             "Unix time of the last successful insert.",
             registry=registry,
         )
+        self.lines_parsed = Counter(
+            "ecstatic_intake_lines_parsed",
+            "Lines parsed into a valid record, by source.",
+            ["source"],
+            registry=registry,
+        )
+        self.batch_rows = Histogram(
+            "ecstatic_intake_batch_rows",
+            "Rows per insert batch.",
+            buckets=(1, 10, 100, 1_000, 5_000, 10_000, 50_000, 100_000, 500_000),
+            registry=registry,
+        )
+        self.spool_batches = Gauge(
+            "ecstatic_intake_spool_batches",
+            "Batches on the disk spool that are not yet stored in ClickHouse.",
+            registry=registry,
+        )
+        self.spool_bytes = Gauge(
+            "ecstatic_intake_spool_bytes",
+            "Bytes on the disk spool that are not yet stored in ClickHouse.",
+            registry=registry,
+        )
+        self.spool_capacity_bytes = Gauge(
+            "ecstatic_intake_spool_capacity_bytes",
+            "The spool's size cap; at the cap the intake stops reading its sources.",
+            registry=registry,
+        )
+        self.oldest_unstored_age = Gauge(
+            "ecstatic_intake_oldest_unstored_age_seconds",
+            "Age of the oldest accepted line not yet inserted (0 when none waits).",
+            registry=registry,
+        )
+        self.follower_lag_bytes = Gauge(
+            "ecstatic_intake_follower_lag_bytes",
+            "Bytes of a followed log file (Caddy's access log) not yet read.",
+            ["source"],
+            registry=registry,
+        )
+        self.connections_closed = Counter(
+            "ecstatic_intake_syslog_connections_closed",
+            "Syslog connections the intake closed itself, by reason "
+            "(idle_timeout, evicted, not_allowed, over_cap, buffer_full, stopping).",
+            ["reason"],
+            registry=registry,
+        )
+        self.backpressure_seconds = Counter(
+            "ecstatic_intake_backpressure_seconds",
+            "Time the sources spent paused because the spool was full.",
+            registry=registry,
+        )
+        self.stage_seconds = Counter(
+            "ecstatic_intake_stage_seconds",
+            "Thread time spent per pipeline stage (read, parse, enrich, spool, insert).",
+            ["stage"],
+            registry=registry,
+        )
 
 
 class GitMetrics:

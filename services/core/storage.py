@@ -52,6 +52,29 @@ class Storage:
         if rows:
             self._call(self._client.insert, table, rows, column_names=list(columns))
 
+    def insert_raw(
+        self,
+        table: str,
+        columns: Sequence[str],
+        data: bytes,
+        fmt: str = "JSONEachRow",
+        settings: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Insert rows already encoded in ``fmt`` (no Python-side encoding at all).
+
+        ``settings`` carries e.g. ``insert_deduplication_token``, so a batch sent twice
+        is stored once.
+        """
+        if data:
+            self._call(
+                self._client.raw_insert,
+                table,
+                list(columns),
+                data,
+                settings=dict(settings or {}),
+                fmt=fmt,
+            )
+
     def ping(self) -> bool:
         """True when the engine answers a trivial query."""
         try:
