@@ -16,6 +16,7 @@ from services.targets import STATE, listeners
 
 from .deploy_config import DeployConfig
 from .deploy_config import read as read_deploy_config
+from .intake_config import IntakeConfig, QueryConfig, read_intake, read_query
 
 __all__ = ["Config", "ConfigError", "PORT_DEFAULTS", "default_home"]
 
@@ -58,9 +59,6 @@ class Config:
     site_scheme: str
     log_level: str
     threads: int
-    intake_batch_rows: int
-    intake_flush_seconds: float
-    intake_syslog_host: str
     max_deploy_bytes: int
     max_deploy_files: int
     max_file_bytes: int
@@ -74,6 +72,8 @@ class Config:
     access_log_roll_mb: int
     deploy_credential_seconds: int = 900
     deploy: DeployConfig = field(default_factory=DeployConfig)
+    intake: IntakeConfig = field(default_factory=IntakeConfig)
+    query: QueryConfig = field(default_factory=QueryConfig)
     extra: Mapping[str, str] = field(default_factory=dict)
 
     # -- derived locations: every piece of state lives under ``home`` --
@@ -155,9 +155,6 @@ class Config:
             "ECSTATIC_SITE_SCHEME": self.site_scheme,
             "ECSTATIC_LOG_LEVEL": self.log_level,
             "ECSTATIC_THREADS": str(self.threads),
-            "ECSTATIC_INTAKE_BATCH_ROWS": str(self.intake_batch_rows),
-            "ECSTATIC_INTAKE_FLUSH_SECONDS": repr(self.intake_flush_seconds),
-            "ECSTATIC_INTAKE_SYSLOG_HOST": self.intake_syslog_host,
             "ECSTATIC_MAX_DEPLOY_BYTES": str(self.max_deploy_bytes),
             "ECSTATIC_MAX_DEPLOY_FILES": str(self.max_deploy_files),
             "ECSTATIC_MAX_FILE_BYTES": str(self.max_file_bytes),
@@ -174,6 +171,8 @@ class Config:
         for name, value in self.ports.items():
             env[f"ECSTATIC_{name.upper()}_PORT"] = str(value)
         env.update(self.deploy.environ())
+        env.update(self.intake.environ())
+        env.update(self.query.environ())
         env.update(self.extra)
         return env
 
@@ -255,10 +254,6 @@ class Config:
             site_scheme=site_scheme,
             log_level=log_level,
             threads=integer("ECSTATIC_THREADS", 8, 1, 256),
-            intake_batch_rows=integer("ECSTATIC_INTAKE_BATCH_ROWS", 5000, 1, 1_000_000),
-            intake_flush_seconds=number("ECSTATIC_INTAKE_FLUSH_SECONDS", 1.0, 0.05, 300),
-            # The CDN's syslog port binds where the rooms do unless told otherwise.
-            intake_syslog_host=env.get("ECSTATIC_INTAKE_SYSLOG_HOST") or bind_host,
             max_deploy_bytes=integer("ECSTATIC_MAX_DEPLOY_BYTES", 512 * 2**20, 1, 2**40),
             max_deploy_files=integer("ECSTATIC_MAX_DEPLOY_FILES", 50_000, 1, 10_000_000),
             # Push limits (README: "Deploys"). dulwich reads at most 1 GiB per body.
@@ -276,6 +271,8 @@ class Config:
                 "ECSTATIC_DEPLOY_CREDENTIAL_SECONDS", 900, 60, 86_400
             ),
             deploy=read_deploy_config(env, integer, errors),
+            intake=read_intake(env, integer, number, errors, bind_host),
+            query=read_query(env, integer, number),
         )
         if errors:
             raise ConfigError("invalid configuration:\n  " + "\n  ".join(errors))

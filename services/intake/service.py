@@ -137,8 +137,8 @@ class IntakeService:
         sink = self._sink = Sink(
             lambda rows: self._storage.insert("requests", rows, REQUEST_COLUMNS),
             self._metrics,
-            batch_rows=self._config.intake_batch_rows,
-            flush_seconds=self._config.intake_flush_seconds,
+            batch_rows=self._config.intake.batch_rows,
+            flush_seconds=self._config.intake.flush_seconds,
         )
         offsets = OffsetStore(state / "offsets.json")
 
@@ -167,7 +167,7 @@ class IntakeService:
         syslog = self._syslog = SyslogServer(
             spool.append,
             self._metrics,
-            host=self._config.intake_syslog_host,
+            host=self._config.intake.syslog_host,
             port=self._syslog_port,
         )
         try:

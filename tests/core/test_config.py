@@ -120,4 +120,4 @@ def test_environ_is_the_whole_config(tmp_path):
         }
     )
     assert Config.from_env(config.environ()) == config
-    assert config.intake_syslog_host == "0.0.0.0"  # follows the bind host
+    assert config.intake.syslog_host == "0.0.0.0"  # follows the bind host

@@ -164,7 +164,7 @@ def test_each_process_gets_the_local_stacks_env_contract(declared):
         expected = dict(config.environ())
         expected.pop("ECSTATIC_CLICKHOUSE_URL")
         # The CDN reaches the syslog port from outside the pod: it binds with the rooms.
-        assert config.intake_syslog_host == "0.0.0.0"
+        assert config.intake.syslog_host == "0.0.0.0"
         assert plain == expected, name
         assert config.home.as_posix() == HOME and config.bind_host == "0.0.0.0"
         assert config.api_url == f"http://{host('api')}:{http_port('api')}"
