@@ -12,7 +12,8 @@ APT_PACKAGES=(caddy prometheus prometheus-alertmanager git curl ca-certificates 
 # Only the test suite needs these: containers (podman with runc, debootstrap for the base
 # image) and cloud-init's own schema validator for the Pulumi program's user data.
 # catatonit: podman's pause binary, which `podman kube play` needs for a pod's infra container.
-TEST_APT_PACKAGES=(podman runc catatonit debootstrap uidmap slirp4netns fuse-overlayfs cloud-init)
+# goaccess: the log analyser bench/intake.py measures the intake against.
+TEST_APT_PACKAGES=(podman runc catatonit debootstrap uidmap slirp4netns fuse-overlayfs cloud-init goaccess)
 VENV=.venv
 
 say() { printf '==> %s\n' "$*" >&2; }
