@@ -15,12 +15,10 @@ deploy itself runs on the ``DeployQueue``'s workers through the ``Pipeline``'s s
 from __future__ import annotations
 
 import re
-import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from services.build import BuildLimits, Sandbox
 from services.cdn.base import ReleaseBackend
 from services.cdn.local import LocalCDN
 from services.core.auth import SiteAuthorizer
@@ -30,7 +28,7 @@ from services.core.runtime import Context, Mount
 
 from .auth import Authorizer, BasicAuth
 from .backend import SiteRepos
-from .building import SandboxBuilder
+from .building import builder_for
 from .checkout import Limits
 from .deploy_api import DeployApi
 from .deploys import DeployStarter
@@ -132,20 +130,7 @@ def build(ctx: Context) -> list:
         cache_root=config.git_root / ".checkouts",
     )
     d = config.deploy
-    builder = SandboxBuilder(
-        # The venv's tools (mkdocs) are visible to builds; the data directory never is.
-        Sandbox(toolchains=(Path(sys.prefix),), hidden=(config.home,)),
-        BuildLimits(
-            timeout_seconds=d.build_timeout_seconds,
-            memory_bytes=d.build_memory_mb * 2**20,
-            max_processes=d.build_processes,
-            max_output_bytes=d.build_output_mb * 2**20,
-            max_publish_bytes=config.max_deploy_bytes,
-            max_publish_files=config.max_deploy_files,
-        ),
-        metrics,
-        slots=d.workers,
-    )
+    builder = builder_for(config, metrics)
     steps = [
         checkout,
         Build(builder),
