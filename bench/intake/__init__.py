@@ -1,0 +1,1 @@
+"""bench/intake: the intake benchmark (run it with ``python -m bench.intake``)."""

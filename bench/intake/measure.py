@@ -1,0 +1,198 @@
+"""The intake run: send every line over one TCP connection, wait until all are queryable.
+
+The clock starts at the first byte sent (the connection is already open) and stops when
+the query room's stats API reports, for every benchmark site, as many rows as were sent
+to it. To keep the stats API from loading the process while it ingests, the sweep of
+the sites starts once the intake's own ``ecstatic_intake_rows_inserted_total`` (polled on
+``/metrics`` every 50 ms) says every line is stored or dropped as invalid; a site whose
+count is complete is not asked again. So the end is a read through the stats API, late
+by at most one sweep (``confirm_seconds``, reported); ``inserted_seconds`` is when the
+intake's counter reached the total.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+
+from .memory import RssSampler, summary, tree_cpu_seconds
+from .stack import Services
+
+__all__ = ["IntakeRun", "run"]
+
+POLL_SECONDS = 0.05
+ROWS = "ecstatic_intake_rows_inserted_total"
+INVALID = "ecstatic_intake_lines_invalid_total"
+STAGES = "ecstatic_intake_stage_seconds_total"
+
+
+def _total(metrics: dict, name: str) -> float | None:
+    values = [v for (n, _), v in metrics.items() if n == name]
+    return sum(values) if values else None
+
+
+def _by_label(metrics: dict, name: str, label: str) -> dict[str, float]:
+    found: dict[str, float] = {}
+    for (n, labels), value in metrics.items():
+        if n == name:
+            key = dict(labels).get(label, "")
+            found[key] = found.get(key, 0.0) + value
+    return found
+
+
+def _delta(after: dict[str, float], before: dict[str, float]) -> dict[str, float]:
+    return {k: v - before.get(k, 0.0) for k, v in after.items() if v - before.get(k, 0.0) > 0}
+
+
+@dataclass
+class IntakeRun:
+    """What one run saw."""
+
+    lines: int
+    bytes_sent: int = 0
+    sent_seconds: float | None = None
+    inserted_seconds: float | None = None
+    queryable_seconds: float | None = None
+    confirm_seconds: float | None = None
+    sweeps: int = 0
+    counted: int = 0
+    complete: bool = False
+    cpu_seconds: float = 0.0
+    stages: dict[str, float] = field(default_factory=dict)
+    invalid: dict[str, float] = field(default_factory=dict)
+    metrics_delta: dict[str, float] = field(default_factory=dict)
+    progress: list[list[float]] = field(default_factory=list)
+    memory: dict = field(default_factory=dict)
+    error: str = ""
+
+
+class _Sender(threading.Thread):
+    def __init__(self, sock: socket.socket, path: Path, started: float):
+        super().__init__(name="sender", daemon=True)
+        self._sock, self._path, self._t0 = sock, path, started
+        self.sent = 0
+        self.seconds: float | None = None
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            with open(self._path, "rb") as f:
+                self.sent = self._sock.sendfile(f)  # as fast as the socket takes them
+            self.seconds = time.perf_counter() - self._t0
+        except OSError as exc:
+            self.error = exc
+
+
+_COUNTERS = (
+    "ecstatic_intake_lines_received_total",
+    "ecstatic_intake_lines_parsed_total",
+    ROWS,
+    "ecstatic_intake_insert_failures_total",
+    "ecstatic_intake_backpressure_seconds_total",
+)
+
+
+def _wait_inserted(
+    services: Services,
+    run: IntakeRun,
+    before: dict,
+    started: float,
+    sender: _Sender,
+    deadline: float,
+) -> None:
+    rows0, invalid0 = _total(before, ROWS), _total(before, INVALID) or 0.0
+    while time.perf_counter() < deadline and sender.error is None:
+        now = services.metrics()
+        rows, invalid = _total(now, ROWS), (_total(now, INVALID) or 0.0) - invalid0
+        t = time.perf_counter() - started
+        if rows is None:  # no such counter in this intake: sweep once the socket is done
+            if sender.seconds is not None or sender.error is not None:
+                return
+        else:
+            run.progress.append([round(t, 3), rows - (rows0 or 0.0), invalid])
+            if rows - (rows0 or 0.0) + invalid >= run.lines:
+                run.inserted_seconds = t
+                return
+        time.sleep(POLL_SECONDS)
+
+
+def _sweep(
+    services: Services,
+    run: IntakeRun,
+    token: str,
+    expected: dict[str, int],
+    started: float,
+    deadline: float,
+    invalid_of,
+) -> None:
+    pending, counts = list(expected), dict.fromkeys(expected, 0)
+    while time.perf_counter() < deadline:
+        sweep_started = time.perf_counter()
+        counts.update(services.site_requests(token, pending))
+        run.sweeps += 1
+        pending = [site for site in pending if counts[site] < expected[site]]
+        run.counted = sum(counts.values())
+        if not pending:
+            run.queryable_seconds = time.perf_counter() - started
+            run.confirm_seconds = time.perf_counter() - sweep_started
+            run.complete = run.counted == run.lines
+            return
+        if run.counted + invalid_of() >= run.lines and run.inserted_seconds is not None:
+            return  # everything is accounted for, but some lines never became rows
+        time.sleep(0.1 if run.inserted_seconds is not None else 0.5)
+
+
+def run(
+    services: Services,
+    pid: int,
+    token: str,
+    expected: dict[str, int],
+    syslog: Path,
+    lines: int,
+    timeout: float,
+) -> IntakeRun:
+    """Send ``syslog`` to the running intake and wait until ``expected`` is queryable.
+
+    ``expected`` maps each site id to the number of lines sent for it.
+    """
+    result = IntakeRun(lines=lines)
+    before = services.metrics()
+    process = psutil.Process(pid)
+    cpu_before = tree_cpu_seconds(process)
+    sampler = RssSampler(pid).start()
+    sock = socket.create_connection(("127.0.0.1", services.ports["intake_syslog"]), timeout=timeout)
+    started = time.perf_counter()
+    deadline = started + timeout
+    sender = _Sender(sock, syslog, started)
+    sender.start()
+    try:
+        _wait_inserted(services, result, before, started, sender, deadline)
+
+        def invalid_now() -> float:
+            return (_total(services.metrics(), INVALID) or 0.0) - (_total(before, INVALID) or 0.0)
+
+        _sweep(services, result, token, expected, started, deadline, invalid_now)
+    finally:
+        result.memory = summary(sampler.stop())
+        result.cpu_seconds = tree_cpu_seconds(process) - cpu_before
+        sender.join(5)
+        sock.close()
+    result.bytes_sent, result.sent_seconds = sender.sent, sender.seconds
+    if sender.error is not None:
+        result.error = f"sending failed: {sender.error!r}"
+    elif not result.complete:
+        result.error = "timed out" if time.perf_counter() >= deadline else "rows missing"
+    after = services.metrics()
+    result.stages = _delta(_by_label(after, STAGES, "stage"), _by_label(before, STAGES, "stage"))
+    result.invalid = _delta(
+        _by_label(after, INVALID, "reason"), _by_label(before, INVALID, "reason")
+    )
+    for name in _COUNTERS:
+        if _total(after, name) is not None:
+            result.metrics_delta[name] = _total(after, name) - (_total(before, name) or 0.0)
+    return result
