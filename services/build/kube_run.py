@@ -29,6 +29,7 @@ from typing import Any
 
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
+from urllib3.exceptions import HTTPError
 
 from services.build.config import check_environment
 from services.build.kube_job import (
@@ -165,6 +166,8 @@ class KubeRunner:
         except ApiException as exc:
             if exc.status != 404:
                 log.warning("could not delete build job %s: %s", name, exc.status)
+        except HTTPError as exc:  # ttlSecondsAfterFinished removes it later
+            log.warning("could not delete build job %s: %s", name, type(exc).__name__)
 
 
 class _Watch:
@@ -191,6 +194,8 @@ class _Watch:
             self._r._create(manifest)
         except ApiException as exc:
             return "sandbox_error", None, f"the build job was refused: {exc.status} {exc.reason}"
+        except HTTPError as exc:
+            return "sandbox_error", None, f"the Kubernetes API is unreachable: {type(exc).__name__}"
         try:
             pod = self._started()
             if isinstance(pod, tuple):
@@ -200,6 +205,8 @@ class _Watch:
             return self._outcome()
         except ApiException as exc:
             return "sandbox_error", None, f"the Kubernetes API answered {exc.status} {exc.reason}"
+        except HTTPError as exc:
+            return "sandbox_error", None, f"the Kubernetes API is unreachable: {type(exc).__name__}"
         finally:
             self._r._delete(self._name)
 
