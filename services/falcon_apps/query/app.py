@@ -12,6 +12,7 @@ import falcon
 from services.core.auth import SiteAuthorizer
 from services.core.metrics import HttpMetrics
 from services.core.runtime import Context, Mount
+from services.core.storage import Budget
 from services.falcon_apps.common import create_base_app
 
 from .resources import Authorizer, Breakdown, Timeseries
@@ -58,14 +59,21 @@ class _StorageOnFirstUse:
     def __init__(self, ctx: Context):
         self._ctx = ctx
 
-    def rows(self, sql: str, parameters: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-        return self._ctx.storage().rows(sql, parameters)
+    def rows(
+        self, sql: str, parameters: dict[str, Any] | None = None, budget: Budget | None = None
+    ) -> list[dict[str, Any]]:
+        return self._ctx.storage().rows(sql, parameters, budget)
 
 
 def build(ctx: Context) -> Mount:
-    """The query room for this process: real authorizer and ClickHouse store."""
+    """The query room for this process: real authorizer and ClickHouse store.
+
+    Every query runs under ``config.query``'s caps, and on the embedded engine it waits
+    behind the intake's inserts (see ``services.core.storage``).
+    """
     authorizer = SiteAuthorizer(ctx.config.api_url, ctx.config.auth_cache_seconds)
-    app = create_app(StatsStore(_StorageOnFirstUse(ctx)), authorizer, ctx.http_metrics)
+    store = StatsStore(_StorageOnFirstUse(ctx), ctx.config.query)
+    app = create_app(store, authorizer, ctx.http_metrics)
 
     def healthy() -> bool:
         # /healthz reports; opening the storage may raise when ClickHouse is down.

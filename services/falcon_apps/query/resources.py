@@ -66,8 +66,8 @@ class Timeseries(_Stats):
             {"time": span.label(i), **dict.fromkeys(METRICS, 0)} for i in range(len(span.starts))
         ]
         for row in rows:
-            # One SQL row per bucket, except where ClickHouse and zoneinfo floor an exotic
-            # zone's hour differently; then two rows add up (visitors may count twice).
+            # One SQL row per bucket: the SQL keys come from the same zoneinfo offsets
+            # (store, offsets), so each lands in its own slot.
             index = span.slot(row["bucket"])
             if index is not None:
                 for name in METRICS:

@@ -1,7 +1,7 @@
 """Bucket boundaries in a reporting time zone, computed in Python with zoneinfo.
 
-The SQL groups rows by a bucket key computed by ClickHouse in the same zone; this module
-lists every bucket of the range (so empty ones show as zeros) and maps each key to its
+The SQL groups rows by a bucket key computed from this zone's offsets (``offsets``); this
+module lists every bucket of the range (so empty ones show as zeros) and maps each key to its
 slot. Hourly buckets are real hours, so a 24h range is 24 buckets even on a DST day
 (the repeated local hour shows twice, with two offsets). Daily buckets are local calendar
 days, 23 or 25 hours long across DST changes. No ``WITH FILL``: it cannot follow DST.
@@ -136,8 +136,8 @@ class Timeline:
     def slot(self, key: Any) -> int | None:
         """The bucket index of a key from the SQL (a local date, or an hour's epoch).
 
-        Hour keys are placed by bisection, so a key ClickHouse floors differently from
-        Python in an exotic zone still lands in the bucket that holds it.
+        Hour keys are placed by bisection, so any instant inside a bucket (not only its
+        start) lands in the bucket that holds it.
         """
         if self.interval == "day":
             index = self._days.get(key)
