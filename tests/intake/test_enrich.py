@@ -278,13 +278,19 @@ class FakeStorage:
             self.rows_by_day.setdefault(day, []).append((self.inserts, salt))
 
 
+def on_march_first() -> float:
+    # Salts live a day past their own (services.intake.salts): fix the clock on the day.
+    return datetime(2026, 3, 1, 12, tzinfo=UTC).timestamp()
+
+
 def test_salt_created_once_then_cached_and_shared():
     storage = FakeStorage()
-    first = SaltStore(storage)
+    first = SaltStore(storage, clock=on_march_first)
     day = date(2026, 3, 1)
     salt = first.salt(day)
     assert len(salt) == 32 and first.salt(day) == salt and storage.inserts == 1
-    assert SaltStore(storage).salt(day) == salt  # another writer reads the same one
+    other_writer = SaltStore(storage, clock=on_march_first)
+    assert other_writer.salt(day) == salt
     assert first.salt(date(2026, 3, 2)) != salt
 
 
@@ -294,13 +300,13 @@ def test_concurrent_writers_converge_on_the_earliest_salt():
     storage.insert(
         "visitor_salts", [(day, (b"a" * 32).hex())], ("day", "salt")
     )  # the other writer won
-    late = SaltStore(storage, random_bytes=lambda n: b"b" * n)
+    late = SaltStore(storage, random_bytes=lambda n: b"b" * n, clock=on_march_first)
     storage.insert("visitor_salts", [(day, (b"c" * 32).hex())], ("day", "salt"))
     assert late.salt(day) == b"a" * 32
 
 
 def test_salt_storage_failure_is_retry_later(enricher):
-    store = SaltStore(FakeStorage(fail=True))
+    store = SaltStore(FakeStorage(fail=True), clock=on_march_first)
     with pytest.raises(SaltUnavailable) as caught:
         store.salt(date(2026, 3, 1))
     assert isinstance(caught.value, RetryLater)

@@ -1,0 +1,123 @@
+"""Salt destruction on the real embedded engine: an old day's salt is gone from the
+data directory's bytes, not only from query results, and today's keeps working."""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+
+from services.intake.salts import SaltStore, ensure_day_partitions
+
+pytestmark = pytest.mark.integration
+
+
+# visitor_salts as the first release created it (migration 001): one partition.
+FLAT = """
+    CREATE TABLE visitor_salts_flat (
+        day Date,
+        salt String,
+        created DateTime64(6, 'UTC') DEFAULT now64(6)
+    )
+    ENGINE = MergeTree
+    ORDER BY day
+"""
+
+
+def files_holding(root: Path, needle: bytes) -> list[str]:
+    found = []
+    for top, _dirs, files in os.walk(root):
+        for name in files:
+            path = Path(top, name)
+            try:
+                if needle in path.read_bytes():
+                    found.append(str(path))
+            except OSError:
+                continue  # a part ClickHouse removed while we walked
+    return found
+
+
+def stored(storage, salts: dict[date, str]) -> None:
+    ensure_day_partitions(storage)
+    storage.insert("visitor_salts", list(salts.items()), ("day", "salt"))
+
+
+def test_old_salts_are_destroyed_on_disk(chdb_url, chdb_storage):
+    root = Path(urlsplit(chdb_url).path)
+    today = datetime.now(UTC).date()
+    yesterday = today - timedelta(days=1)
+    old = {today - timedelta(days=n): os.urandom(32).hex() for n in (2, 3, 40)}
+    stored(chdb_storage, old)
+    for salt in old.values():
+        assert files_holding(root, salt.encode()), "the grep must see a stored salt first"
+
+    store = SaltStore(chdb_storage)  # its first call sweeps
+    current, kept = store.salt(today), store.salt(yesterday)
+
+    for day, salt in old.items():
+        assert files_holding(root, salt.encode()) == [], day
+        assert chdb_storage.rows(
+            "SELECT count() AS n FROM visitor_salts WHERE day = {d:Date}", {"d": day}
+        ) == [{"n": 0}]
+    # Detaching leaves an empty covering part (no rows) for a minute; no part with rows.
+    rows_left = chdb_storage.rows(
+        "SELECT sum(rows) AS n FROM system.parts WHERE database = currentDatabase() "
+        "AND table = 'visitor_salts' AND partition_id < {cut:String}",
+        {"cut": yesterday.strftime("%Y%m%d")},
+    )
+    assert rows_left == [{"n": 0}]
+    detached = chdb_storage.rows(
+        "SELECT name FROM system.detached_parts WHERE database = currentDatabase() "
+        "AND table = 'visitor_salts'"
+    )
+    assert detached == []
+    assert files_holding(root, current.hex().encode())
+    assert SaltStore(chdb_storage).salt(today) == current
+    assert SaltStore(chdb_storage).salt(yesterday) == kept
+    late = store.salt(today - timedelta(days=2))  # a line past its grace: still hashed
+    assert len(late) == 32 and late.hex() not in old.values()
+
+    # Later sweeps (each midnight, or on demand) destroy what was stored since.
+    again = {today - timedelta(days=5): os.urandom(32).hex()}
+    stored(chdb_storage, again)
+    assert store.destroy_expired() == list(again)
+    assert files_holding(root, next(iter(again.values())).encode()) == []
+    assert store.salt(today) == current
+
+
+def test_an_unpartitioned_table_becomes_partitioned_with_its_salts(chdb_storage):
+    storage = chdb_storage
+    ensure_day_partitions(storage)
+    day = date(2099, 1, 1)
+    salt = os.urandom(32).hex()
+    storage.insert("visitor_salts", [(day, salt)], ("day", "salt"))
+    before = storage.rows("SELECT day, salt, created FROM visitor_salts ORDER BY day, salt")
+    # Put the table back in the layout services.core.schema creates (no partitions).
+    storage.command("DROP TABLE IF EXISTS visitor_salts_flat SYNC")
+    storage.command(FLAT)
+    storage.command("INSERT INTO visitor_salts_flat SELECT * FROM visitor_salts")
+    storage.command("EXCHANGE TABLES visitor_salts AND visitor_salts_flat")
+    storage.command("DROP TABLE visitor_salts_flat SYNC")
+    assert partition_key(storage) == ""
+
+    ensure_day_partitions(storage)
+    ensure_day_partitions(storage)  # and again: nothing to do
+
+    assert partition_key(storage) == "day"
+    after = storage.rows("SELECT day, salt, created FROM visitor_salts ORDER BY day, salt")
+    assert after == before
+    names = {
+        r["name"]
+        for r in storage.rows("SELECT name FROM system.tables WHERE database = currentDatabase()")
+    }
+    assert "visitor_salts_by_day" not in names
+
+
+def partition_key(storage) -> str:
+    return storage.rows(
+        "SELECT partition_key FROM system.tables WHERE database = currentDatabase() "
+        "AND name = 'visitor_salts'"
+    )[0]["partition_key"]
