@@ -1,17 +1,37 @@
-"""ClickHouse schema: every table in one place, applied idempotently at start-up.
+"""ClickHouse schema: numbered migrations in ``clickhouse/``, applied at start-up.
 
-Migrations are an ordered list of statements; each one must be safe to run again
-(``IF NOT EXISTS``), so every process that owns storage runs them all when it starts.
+``clickhouse-migrations`` keeps the record of applied versions (table ``schema_versions``)
+and refuses a changed or missing migration; it reaches the engine through ``Storage``,
+so the same files migrate the embedded engine and a ClickHouse server. A database made
+by the first release (no bookkeeping yet) is at version 1: its statements were
+``IF NOT EXISTS`` and migration 001 is exactly them, so upgrading it just runs 002 on.
+
+The ``requests`` table (001, 002): one row per access-log line, never a raw IP or a raw
+user agent (``visitor_id`` is a keyed hash with a daily salt; browser, OS and device are
+parsed). ORDER BY (site_id, toDate(ts), is_bot, is_page, visitor_id, ts): every query is
+one site's time range, usually of human page views, often counting distinct visitors,
+so that prefix is what a query reads; partitions are months, so the TTL drops whole
+parts.
 """
 
 from __future__ import annotations
 
+import logging
+import threading
+from pathlib import Path
+
+from clickhouse_migrations.connection import Connection
+from clickhouse_migrations.migration import MigrationStorage
+from clickhouse_migrations.migrator import Migrator
+
 from .storage import Storage
 
-__all__ = ["REQUEST_COLUMNS", "MIGRATIONS", "migrate"]
+__all__ = ["REQUEST_COLUMNS", "INGEST_COLUMNS", "MIGRATIONS_DIR", "migrate", "apply_ttl"]
 
-# One row per access-log line. Never a raw IP or a raw user agent: visitor_id is a
-# keyed hash with a daily salt (see intake.visitor), browser/os/device are parsed.
+log = logging.getLogger(__name__)
+MIGRATIONS_DIR = Path(__file__).with_name("clickhouse")
+
+# Every stored column, in table order (tests and tools insert whole rows with these).
 REQUEST_COLUMNS = (
     "site_id",
     "ts",
@@ -35,49 +55,90 @@ REQUEST_COLUMNS = (
     "request_id",
 )
 
-MIGRATIONS = (
-    """
-    CREATE TABLE IF NOT EXISTS requests (
-        site_id LowCardinality(String),
-        ts DateTime64(3, 'UTC') CODEC(Delta, ZSTD),
-        host LowCardinality(String),
-        method LowCardinality(String),
-        path String CODEC(ZSTD(3)),
-        status UInt16,
-        status_class LowCardinality(String),
-        bytes UInt64,
-        file_type LowCardinality(String),
-        is_page Bool,
-        referrer_host String CODEC(ZSTD(3)),
-        browser LowCardinality(String),
-        os LowCardinality(String),
-        device LowCardinality(String),
-        country LowCardinality(String),
-        is_bot Bool,
-        bot_reason LowCardinality(String),
-        visitor_id UInt64,
-        log_source LowCardinality(String),
-        request_id String
-    )
-    ENGINE = MergeTree
-    PARTITION BY toYYYYMM(ts)
-    ORDER BY (site_id, toDate(ts), is_bot, is_page, visitor_id, ts)
-    """,
-    """
-    CREATE TABLE IF NOT EXISTS visitor_salts (
-        day Date,
-        salt String,
-        created DateTime64(6, 'UTC') DEFAULT now64(6)
-    )
-    -- Plain MergeTree: concurrent writers may each insert a salt for a day, and every
-    -- reader picks the earliest one, so no merge may ever drop rows here.
-    ENGINE = MergeTree
-    ORDER BY day
-    """,
+# What the intake sends per line (JSONCompactEachRow, in this order). The engine derives
+# ts, path, status_class, file_type, is_page and referrer_host from these on insert
+# (migration 002); ts_ms, raw_path, referrer and range_request are never stored.
+INGEST_COLUMNS = (
+    "site_id",
+    "ts_ms",
+    "host",
+    "method",
+    "raw_path",
+    "status",
+    "bytes",
+    "referrer",
+    "browser",
+    "os",
+    "device",
+    "is_bot",
+    "bot_reason",
+    "country",
+    "visitor_id",
+    "log_source",
+    "request_id",
+    "range_request",
 )
 
+_migrate_lock = threading.Lock()
 
-def migrate(storage: Storage) -> None:
-    """Apply every migration; safe to call from any number of start-ups."""
-    for statement in MIGRATIONS:
-        storage.command(statement)
+
+class _StorageConnection(Connection):
+    """clickhouse-migrations' connection seam, over our one storage client."""
+
+    def __init__(self, storage: Storage):
+        self._storage = storage
+
+    def command(self, statement: str, log_statement: str | None = None) -> None:
+        self._storage.command(statement)
+
+    def query(self, statement: str) -> list[dict]:
+        return self._storage.rows(statement)
+
+    def insert(self, table: str, rows: list[dict]) -> None:
+        columns = list(rows[0])
+        self._storage.insert(table, [[row[name] for name in columns] for row in rows], columns)
+
+    def __enter__(self) -> _StorageConnection:
+        return self
+
+    def __exit__(self, exc_type, exc_value, traceback) -> None:
+        return None
+
+
+def migrate(storage: Storage, directory: Path = MIGRATIONS_DIR) -> list[int]:
+    """Apply every pending migration in order; returns the versions applied.
+
+    Raises:
+        clickhouse_migrations.exceptions.MigrationException: an applied migration was
+            changed or removed (never edit a released migration: add the next one).
+    """
+    with _migrate_lock:
+        migrator = Migrator(_StorageConnection(storage))
+        migrator.init_schema()
+        applied = migrator.apply_migration(
+            MigrationStorage(directory).migrations(), multi_statement=True
+        )
+    versions = [migration.version for migration in applied]
+    if versions:
+        log.info("clickhouse migrated", extra={"versions": versions})
+    return versions
+
+
+def apply_ttl(storage: Storage, days: int) -> None:
+    """Drop rows older than ``days`` (0: keep everything). A setting, not a migration:
+    operators change it through config, and applying the same value again is free."""
+    if days:
+        storage.command(
+            f"ALTER TABLE requests MODIFY TTL toDateTime(ts) + INTERVAL {int(days)} DAY"
+        )
+    elif "TTL" in _create_statement(storage, "requests"):
+        storage.command("ALTER TABLE requests REMOVE TTL")
+
+
+def _create_statement(storage: Storage, table: str) -> str:
+    found = storage.rows(
+        "SELECT create_table_query FROM system.tables"
+        " WHERE database = currentDatabase() AND name = {table:String}",
+        {"table": table},
+    )
+    return found[0]["create_table_query"] if found else ""

@@ -1,8 +1,11 @@
 """Follow a growing log file across rotations and truncation, losing no line.
 
-Only complete lines are consumed. Each line's end position travels with its row
-through the sink, and the saved offset moves only when the sink reports the row
-stored (at-least-once: a crash re-reads, never skips). Rotation is Caddy's roller:
+Only complete lines are consumed. Lines go to ``ingest``, which puts their rows on the
+write-ahead spool and says how many it took (it stops at a line that must wait for a
+dependency); the saved offset then moves past exactly those, so a crash re-reads from
+the spool's point of view at most the chunk in flight, never skips. A rotated file is
+deleted as soon as all of it is in the spool: Caddy's log holds visitors' IPs and is
+kept no longer than it takes to ingest it. Rotation is Caddy's roller:
 the live file is renamed to ``<stem>-<timestamp><suffix>`` and a new one starts, so
 when the path's inode changes the old file is read to its end (by the handle we
 hold, or after a restart by finding its inode among the rotated names) before the
@@ -20,17 +23,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
+from services.core.metrics import IntakeMetrics
+
 from .model import InvalidLine
 from .offsets import HEAD_BYTES, OffsetStore, Position, fingerprint
 from .parse import MAX_LINE
-from .pipeline import RETRY
-from .sink import Sink
 
 __all__ = ["Follower"]
 
 log = logging.getLogger(__name__)
 
-Process = Callable[[list[bytes | InvalidLine]], Awaitable[list]]
+# Takes lines in order; returns how many it consumed (the rest must be offered again).
+Ingest = Callable[[list[bytes | InvalidLine]], Awaitable[int]]
 
 
 @dataclass
@@ -44,25 +48,25 @@ class _File:
 
 
 class Follower:
-    """Reads complete lines from ``path`` and feeds their rows to the sink."""
+    """Reads complete lines from ``path`` and hands them to ``ingest``."""
 
     def __init__(
         self,
         path: Path,
-        process: Process,
-        sink: Sink,
+        ingest: Ingest,
         offsets: OffsetStore,
         key: str,
+        metrics: IntakeMetrics | None = None,
         *,
         poll_seconds: float = 0.25,
         retry_seconds: float = 2.0,
-        delete_finished: bool = False,
+        delete_finished: bool = True,
         read_bytes: int = 2**20,
         max_line: int = MAX_LINE,
     ):
         self._path = Path(path)
-        self._process = process
-        self._sink = sink
+        self._ingest = ingest
+        self._lag = metrics.follower_lag_bytes.labels(key) if metrics is not None else None
         self._offsets = offsets
         self._key = key
         self._poll = poll_seconds
@@ -121,7 +125,7 @@ class Follower:
     # -- commits ----------------------------------------------------------------
 
     def committed(self, position: Position) -> None:
-        """Sink callback: every line up to ``position`` is stored; save it."""
+        """Every line up to ``position`` is in the spool: save it, drop finished files."""
         self._offsets.save(self._key, position, str(self._path))
         if self._delete_finished:
             done = [inode for inode in self._finished if inode != position.inode]
@@ -157,8 +161,10 @@ class Follower:
         ):
             log.warning("file truncated, reading from the start", extra={"file": self._path.name})
             cur.offset, cur.head, cur.skipping, cur.prints = 0, b"", False, {}
-            await self._sink.add([(None, self.committed, self._position(cur, 0))])
+            self.committed(self._position(cur, 0))
             return True, False
+        if self._lag is not None:
+            self._lag.set(max(0, size - cur.offset))
         data = (
             os.pread(cur.handle.fileno(), self._read_bytes, cur.offset)
             if size > cur.offset
@@ -182,7 +188,7 @@ class Follower:
         self._finished.append(cur.inode)
         cur.handle.close()
         self._cur = nxt
-        await self._sink.add([(None, self.committed, self._position(nxt, 0))])
+        self.committed(self._position(nxt, 0))
         return True, False
 
     def _split(self, cur: _File, data: bytes) -> tuple[list[tuple[bytes | InvalidLine, int]], int]:
@@ -210,17 +216,14 @@ class Follower:
         return items, 0
 
     async def _feed(self, cur: _File, items: list[tuple[bytes | InvalidLine, int]]) -> bool:
-        outcomes = await self._process([item for item, _ in items])
-        entries = []
-        for (_, end), outcome in zip(items, outcomes, strict=False):
-            if outcome is RETRY:
-                await self._sink.add(entries)
-                return True
-            entries.append((outcome, self.committed, self._position(cur, end)))
-            cur.offset = end
-        self._waiting_since_logged = False
-        await self._sink.add(entries)
-        return len(outcomes) < len(items)
+        """Hand lines over; True when some must wait for a dependency (retry later)."""
+        consumed = await self._ingest([item for item, _ in items])
+        if consumed:
+            # One position per chunk: the fingerprint work is per chunk, not per line.
+            cur.offset = items[consumed - 1][1]
+            self.committed(self._position(cur, cur.offset))
+            self._waiting_since_logged = False
+        return consumed < len(items)
 
     # -- files --------------------------------------------------------------------
 

@@ -60,6 +60,18 @@ class HostResolver:
         self._last_ok = False
         self._fetched_at: float | None = None
 
+    def known(self) -> dict[str, str]:
+        """The current map (clean host -> site id), refreshed when it is old.
+
+        For the hot path: look hosts up here, and call ``site_id`` only on a miss.
+        """
+        with self._lock:
+            if self._hosts is None:
+                self._hosts = self._load()
+            if self._due(self._max_age):
+                self._refresh()
+            return self._hosts
+
     def site_id(self, host: str) -> str | None:
         """The site serving ``host``, or None when the fresh map says there is none.
 

@@ -1,11 +1,14 @@
 """The intake room: Caddy's log file and Bunny's syslog in, ``requests`` rows out.
 
-One asyncio loop in a daemon thread runs four tasks: the syslog listener (records
-go to the durable spool), a follower on Caddy's access log, a follower on the spool,
-and the batching sink. Parsing, host lookup and enrichment run in one worker thread
-so network waits never stall the loop. Stopping closes the listener, lets the
-followers finish their chunk, then flushes every buffered row; offsets only ever
-cover stored rows, so whatever is not stored by the deadline is read again later.
+One asyncio loop in a daemon thread runs the syslog listener (TCP and UDP), a follower
+on Caddy's access log, and the writer. Both sources go through ``Ingest``: bodies
+become rows in one worker thread (``rows.RowMaker``), the rows go to the write-ahead
+spool at once, and the writer inserts them from there in batches, each under its
+deduplication token. So a line counts as accepted once it is in the spool, and nothing
+accepted is lost to a ClickHouse outage, a stop or a crash. When the spool is full
+the sources stop reading. Stopping hands the port over (the listener closes first,
+drains its connections), then the writer inserts what it can before the deadline and
+leaves the rest in the spool for the next process.
 """
 
 from __future__ import annotations
@@ -14,26 +17,26 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from services.core.config import Config
 from services.core.metrics import IntakeMetrics
 from services.core.runtime import Context
-from services.core.schema import REQUEST_COLUMNS
+from services.core.schema import INGEST_COLUMNS, apply_ttl
 from services.core.storage import Storage
 
 from .agents import AgentParser
-from .enrich import Enricher
 from .follow import Follower
+from .geo import CountryLookup
 from .hosts import HostResolver
+from .ingest import Ingest
 from .offsets import OffsetStore
-from .parse import parse_bunny, parse_caddy
-from .pipeline import Pipeline
+from .recent import RecentIds
+from .rows import RowMaker
 from .salts import SaltStore
-from .sink import Sink
 from .spool import Spool
 from .syslog import SyslogServer
+from .writer import Writer
 
 __all__ = ["IntakeService", "build"]
 
@@ -52,7 +55,7 @@ class IntakeService:
         storage: Storage,
         metrics: IntakeMetrics,
         resolver: HostResolver | None = None,
-        enricher: Enricher | None = None,
+        salts: SaltStore | None = None,
         *,
         syslog_port: int | None = None,
         poll_seconds: float = 0.25,
@@ -64,7 +67,7 @@ class IntakeService:
         self._metrics = metrics
         self._resolver = resolver or HostResolver(config.api_url, config.intake_state_dir)
         self._agents = AgentParser()
-        self._enricher = enricher or Enricher(SaltStore(storage), self._agents)
+        self._salts = salts or SaltStore(storage)
         self._syslog_port = config.port("intake_syslog") if syslog_port is None else syslog_port
         self._poll = poll_seconds
         self._retry = retry_seconds
@@ -74,7 +77,7 @@ class IntakeService:
         self._stop_event: asyncio.Event | None = None
         self._ready = threading.Event()
         self._error: BaseException | None = None
-        self._sink: Sink | None = None
+        self._writer: Writer | None = None
         self._syslog: SyslogServer | None = None
         self._tasks: list[asyncio.Task] = []
         self._deadline = 0.0
@@ -116,7 +119,7 @@ class IntakeService:
             return False
         if any(task.done() for task in self._tasks):
             return False
-        return self._sink is not None and self._sink.failing_for() < self._unhealthy_after
+        return self._writer is not None and self._writer.failing_for() < self._unhealthy_after
 
     # -- the loop thread ------------------------------------------------------------
 
@@ -132,82 +135,95 @@ class IntakeService:
     async def _main(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._stop_event = asyncio.Event()
-        state = self._config.intake_state_dir
-        worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="intake-enrich")
-        sink = self._sink = Sink(
-            lambda rows: self._storage.insert("requests", rows, REQUEST_COLUMNS),
+        config = self._config
+        state = config.intake_state_dir
+        worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="intake-rows")
+        spool = Spool(state / "wal", max_bytes=config.intake.spool_max_mb * 2**20)
+        spool.open()
+        storage = self._storage
+
+        def insert(data: bytes, token: str) -> None:
+            storage.insert_raw(
+                "requests",
+                INGEST_COLUMNS,
+                data,
+                fmt="JSONCompactEachRow",
+                settings={"insert_deduplication_token": token},
+            )
+
+        writer = self._writer = Writer(
+            spool,
+            insert,
             self._metrics,
-            batch_rows=self._config.intake.batch_rows,
-            flush_seconds=self._config.intake.flush_seconds,
+            batch_rows=config.intake.batch_rows,
+            flush_seconds=config.intake.flush_seconds,
         )
-        offsets = OffsetStore(state / "offsets.json")
+        recent = RecentIds()
 
-        def follower(
-            path, parse, source: str, key: str, count_received: bool, delete_finished: bool
-        ):
-            pipeline = Pipeline(
-                source, parse, self._resolver, self._enricher, self._metrics, count_received
-            )
-            return Follower(
-                path,
-                _in(worker, pipeline.process),
-                sink,
-                offsets,
-                key,
-                poll_seconds=self._poll,
-                retry_seconds=self._retry,
-                delete_finished=delete_finished,
-            )
+        def ingest(source: str, **extra) -> Ingest:
+            maker = RowMaker(source, self._resolver, self._salts, self._agents, **extra)
+            return Ingest(source, maker, spool, writer, self._metrics, worker)
 
-        caddy = follower(self._config.access_log, parse_caddy, "caddy", "caddy", True, False)
-        spool_path = state / "spool" / "bunny.log"
-        # Spooled records were counted (received, invalid, duplicate) by the listener.
-        bunny = follower(spool_path, parse_bunny, "bunny", "bunny-spool", False, True)
-        spool = Spool(spool_path, on_append=bunny.wake)
-        syslog = self._syslog = SyslogServer(
-            spool.append,
+        bunny = ingest("bunny", seen=recent.seen)
+        caddy = ingest("caddy", countries=CountryLookup())
+        follower = Follower(
+            config.access_log,
+            caddy.accept_lines,
+            OffsetStore(state / "offsets.json"),
+            "caddy",
             self._metrics,
-            host=self._config.intake.syslog_host,
-            port=self._syslog_port,
+            poll_seconds=self._poll,
+            retry_seconds=self._retry,
+        )
+        syslog = self._syslog = SyslogServer(
+            bunny.accept, self._metrics, config.intake, port=self._syslog_port
         )
         try:
+            await self._loop.run_in_executor(worker, self._prepare_storage)
             await syslog.start()
             # device-detector loads its rules in seconds: first job of the worker, so
             # start() returns at once and the first lines simply queue behind it.
             warm_up = self._loop.run_in_executor(worker, self._agents.warm_up)
             self._tasks = [
-                asyncio.create_task(coro) for coro in (sink.run(), caddy.run(), bunny.run())
+                asyncio.create_task(writer.run(), name="writer"),
+                asyncio.create_task(follower.run(), name="caddy-follower"),
+                asyncio.create_task(self._retry_held(bunny), name="held"),
             ]
             self._ready.set()
             log.info(
                 "intake started",
-                extra={"syslog_port": syslog.port, "access_log": str(self._config.access_log)},
+                extra={"syslog_port": syslog.port, "access_log": str(config.access_log)},
             )
             await self._stop_event.wait()
-            await self._shutdown(syslog, spool, (caddy, bunny), sink)
+            await self._shutdown(syslog, follower, writer)
             warm_up.cancel()
         finally:
             worker.shutdown(wait=False, cancel_futures=True)
 
-    async def _shutdown(self, syslog: SyslogServer, spool: Spool, followers, sink: Sink) -> None:
+    def _prepare_storage(self) -> None:
+        try:
+            apply_ttl(self._storage, self._config.intake.ttl_days)
+        except Exception as exc:  # noqa: BLE001 - storage down at start: the spool covers it
+            log.warning("ttl not applied", extra={"error": type(exc).__name__})
+
+    async def _retry_held(self, bunny: Ingest) -> None:
+        while True:
+            await asyncio.sleep(self._retry)
+            await bunny.retry_held()
+
+    async def _shutdown(self, syslog: SyslogServer, follower: Follower, writer: Writer) -> None:
         left = lambda: max(0.0, self._deadline - time.monotonic())  # noqa: E731
-        await syslog.stop(timeout=min(2.0, left()))
-        spool.close()
-        for one in followers:
-            one.stop()
-        _, pending = await asyncio.wait(self._tasks[1:], timeout=min(5.0, left() / 2))
+        # Listener first: the port goes to a new process (if any) while we drain.
+        await syslog.stop(time.monotonic() + min(5.0, left() / 3))
+        follower.stop()
+        writer_task, follower_task, held_task = self._tasks
+        held_task.cancel()
+        _, pending = await asyncio.wait([follower_task], timeout=min(5.0, left() / 2))
         for task in pending:
-            task.cancel()  # a follower stuck on a dependency: its lines stay unread, not lost
-        sink.close(time.monotonic() + left())
-        await asyncio.wait(self._tasks[:1], timeout=left() + 0.2)
-        log.info("intake stopped", extra={"unstored_rows": sink.buffered_rows})
-
-
-def _in(executor: ThreadPoolExecutor, fn: Callable):
-    async def run(items):
-        return await asyncio.get_running_loop().run_in_executor(executor, fn, items)
-
-    return run
+            task.cancel()  # stuck on a dependency: its lines stay in the file, not lost
+        writer.close(time.time() + left())
+        await asyncio.wait([writer_task], timeout=left() + 0.5)
+        log.info("intake stopped", extra={"unstored_rows": writer.unstored_rows})
 
 
 def build(ctx: Context) -> IntakeService:

@@ -1,0 +1,104 @@
+"""One source's bodies through ``RowMaker`` onto the spool, with the counting.
+
+Runs the per-line work in the intake's worker thread (host-map refreshes and salt
+reads may block on the network; the event loop must keep serving sockets). A source
+waits here while the spool is full: that is the backpressure that stops the listener
+reading sockets and the follower reading Caddy's file.
+
+Syslog bodies whose host or salt cannot be had right now are held in memory (bounded;
+past the bound the source waits) and retried; a file source instead stops at the first
+such line and reads it again later, since the file still has it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from concurrent.futures import Executor
+
+from services.core.metrics import IntakeMetrics
+
+from .model import InvalidLine
+from .rows import RowMaker, encode
+from .spool import Spool
+from .writer import Writer
+
+__all__ = ["Ingest"]
+
+log = logging.getLogger(__name__)
+
+
+class Ingest:
+    """Feeds one source into the shared spool."""
+
+    def __init__(
+        self,
+        source: str,
+        maker: RowMaker,
+        spool: Spool,
+        writer: Writer,
+        metrics: IntakeMetrics,
+        executor: Executor,
+        max_held: int = 100_000,
+        retry_seconds: float = 2.0,
+    ):
+        self._source = source
+        self._maker = maker
+        self._spool = spool
+        self._writer = writer
+        self._metrics = metrics
+        self._executor = executor
+        self._max_held = max_held
+        self._retry_seconds = retry_seconds
+        self._held: list[bytes] = []
+        self._parsed = metrics.lines_parsed.labels(source)
+        self._work = metrics.stage_seconds.labels("parse_enrich")
+        self._spooling = metrics.stage_seconds.labels("spool")
+
+    @property
+    def held(self) -> int:
+        """Bodies waiting for a dependency."""
+        return len(self._held)
+
+    async def accept(self, bodies: list[bytes]) -> None:
+        """Syslog: take every body (holding those that must wait)."""
+        await self._writer.wait_for_space()
+        while len(self._held) >= self._max_held:
+            await asyncio.sleep(self._retry_seconds)
+            await self.retry_held()
+        held = await self._run(bodies, stop_at_hold=False)
+        self._held.extend(held)
+
+    async def accept_lines(self, lines: list[bytes | InvalidLine]) -> int:
+        """A file: take lines up to the first that must wait; returns how many."""
+        await self._writer.wait_for_space()
+        held = await self._run(lines, stop_at_hold=True)
+        return len(lines) - len(held)
+
+    async def retry_held(self) -> None:
+        """Offer held bodies again (called now and then by the service)."""
+        if self._held:
+            bodies, self._held = self._held, []
+            self._held.extend(await self._run(bodies, stop_at_hold=False))
+
+    async def _run(self, bodies, stop_at_hold: bool) -> list[bytes]:
+        if not bodies:
+            return []
+        loop = asyncio.get_running_loop()
+        held = await loop.run_in_executor(self._executor, self._take, bodies, stop_at_hold)
+        self._writer.rows_added()
+        return held
+
+    def _take(self, bodies, stop_at_hold: bool) -> list[bytes]:
+        started = time.perf_counter()
+        result = self._maker.make(bodies, stop_at_hold=stop_at_hold)
+        encoded = time.perf_counter()
+        if result.rows:
+            self._spool.append(encode(result.rows), len(result.rows))
+        self._work.inc(encoded - started)
+        self._spooling.inc(time.perf_counter() - encoded)
+        self._parsed.inc(len(result.rows))
+        for reason, count in result.invalid.items():
+            self._metrics.lines_invalid.labels(self._source, reason).inc(count)
+        return result.held

@@ -1,0 +1,284 @@
+"""Message bodies in, ``INGEST_COLUMNS`` rows out: the intake's per-line Python work.
+
+The hot path is Bunny's JSON record: msgspec decodes and type-checks it straight into
+a struct (one C call), the host, user agent and salt lookups hit dicts, and the row is
+a tuple that ``encode`` turns into JSONCompactEachRow for the whole batch at once.
+What the engine can derive (path without query, file type, pageview rule, referrer
+host, status class, the timestamp) it derives on insert (``clickhouse/002``). Anything
+the fast path refuses falls back to the lenient parsers in ``parse`` (pipe records,
+syslog-wrapped bodies, nulls, ``200.0``), so a record is judged once, by one set of
+rules, whichever path reads it.
+
+The raw IP ends here: it feeds the visitor hash and goes no further.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from typing import Protocol
+
+import msgspec
+
+from .agents import AgentParser
+from .model import InvalidLine, LogLine, RetryLater
+from .parse import clean_host, parse_bunny, parse_caddy
+
+__all__ = ["RowMaker", "Result", "encode", "visitor_id"]
+
+log = logging.getLogger(__name__)
+
+DAY_MS = 86_400_000
+# A line older than this or further ahead is garbage or a replay, not traffic.
+MAX_AGE_MS = 400 * DAY_MS
+MAX_AHEAD_MS = DAY_MS
+_METHOD_CHARS = 16
+
+
+class _Bunny(msgspec.Struct):
+    """The fields of Bunny's JSON record that Ecstatic reads (bunny.md section 3)."""
+
+    Host: str
+    Status: int
+    Timestamp: int
+    PathAndQuery: str = "/"
+    BytesSent: int = 0
+    UserAgent: str = ""
+    Referer: str = ""
+    RemoteIp: str = ""
+    Country: str = ""
+    RequestId: str = ""
+    HeaderRange: str = ""
+
+
+_decode_bunny = msgspec.json.Decoder(_Bunny).decode
+_encoder = msgspec.json.Encoder()
+
+
+def encode(rows: list[tuple]) -> bytes:
+    """Rows as JSONCompactEachRow, one line each, in one call."""
+    return _encoder.encode_lines(rows)
+
+
+class Resolver(Protocol):
+    def known(self) -> dict[str, str]: ...
+    def site_id(self, host: str) -> str | None: ...
+
+
+class Salts(Protocol):
+    def salt(self, day: date) -> bytes: ...
+
+
+class Countries(Protocol):
+    def country(self, ip: str) -> str: ...
+
+
+def visitor_id(salt: bytes, site_id: str, ip: str, user_agent: str) -> int:
+    """Keyed BLAKE2b over (site, IP, UA) as a UInt64 (the Plausible scheme).
+
+    NUL separates the parts: site ids and IP text never hold one, so no two
+    different triples hash the same input.
+    """
+    digest = hashlib.blake2b(f"{site_id}\0{ip}\0{user_agent}".encode(), key=salt, digest_size=8)
+    return int.from_bytes(digest.digest(), "big")
+
+
+@dataclass
+class Result:
+    """What became of one call's bodies."""
+
+    rows: list[tuple] = field(default_factory=list)
+    # Bodies to try again later: the host map or the day's salt is unavailable.
+    held: list[bytes] = field(default_factory=list)
+    invalid: Counter = field(default_factory=Counter)
+
+
+class RowMaker:
+    """Turns bodies of one source into rows; one instance per source, one thread."""
+
+    def __init__(
+        self,
+        source: str,
+        resolver: Resolver,
+        salts: Salts,
+        agents: AgentParser,
+        countries: Countries | None = None,
+        seen: Callable[[str], bool] | None = None,
+        clock: Callable[[], float] = time.time,
+    ):
+        self._source = source
+        self._resolver = resolver
+        self._salts = salts
+        self._agents = agents.parse
+        self._countries = countries
+        self._seen = seen
+        self._clock = clock
+        self._hashers: dict[int, object] = {}
+        self._today = -1
+
+    def make(self, bodies: list, stop_at_hold: bool = False) -> Result:
+        """Rows for ``bodies`` in order; the invalid ones counted by reason.
+
+        ``bodies`` may hold ``InvalidLine`` items (a framing or file-level verdict), which
+        are counted like any other. With ``stop_at_hold`` the first body that must wait
+        and every one after it are held, so the caller can offer them again in order.
+        """
+        result = Result()
+        now_ms = int(self._clock() * 1000)
+        if now_ms // DAY_MS != self._today:
+            # A new day: yesterday's keyed hashers go, so salts live no longer in memory
+            # than SaltStore keeps them.
+            self._today = now_ms // DAY_MS
+            self._hashers.clear()
+        self._window = (now_ms - MAX_AGE_MS, now_ms + MAX_AHEAD_MS)
+        self._hosts = self._resolver.known()
+        fast = self._bunny_fast if self._source == "bunny" else None
+        rows, invalid = result.rows, result.invalid
+        for index, body in enumerate(bodies):
+            try:
+                row = fast(body) if fast is not None and type(body) is bytes else None
+                if row is None:
+                    row = self._slow(body)
+            except InvalidLine as exc:
+                invalid[exc.reason] += 1
+                continue
+            except RetryLater:
+                if stop_at_hold:
+                    result.held.extend(bodies[index:])
+                    break
+                result.held.append(body)
+                continue
+            except Exception:  # noqa: BLE001 - a poison line costs itself, never the batch
+                log.exception("line could not be made a row", extra={"source": self._source})
+                invalid["enrich_error"] += 1
+                continue
+            rows.append(row)
+        return result
+
+    # -- Bunny's JSON record, the hot path ------------------------------------------
+
+    def _bunny_fast(self, body: bytes):
+        """The row, or None to let the slow path judge the record."""
+        try:
+            record = _decode_bunny(body)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            return None
+        ts = record.Timestamp
+        status = record.Status
+        size = record.BytesSent
+        if not (
+            self._window[0] <= ts <= self._window[1]
+            and 100 <= status <= 599
+            and 0 <= size < 2**63
+            and record.Host
+        ):
+            return None  # out of range or odd: the slow path names the reason
+        if self._seen is not None and record.RequestId and self._seen(record.RequestId):
+            raise InvalidLine("duplicate")
+        site = self._hosts.get(record.Host) or self._site(record.Host)
+        return self._row(
+            site,
+            ts,
+            record.Host,
+            "GET",  # Bunny records carry no method; CDN edge logs are GETs
+            record.PathAndQuery or "/",
+            status,
+            size,
+            record.Referer,
+            record.UserAgent,
+            record.RemoteIp,
+            _country(record.Country),
+            record.RequestId,
+            bool(record.HeaderRange),
+        )
+
+    # -- everything else: the lenient parsers ---------------------------------------
+
+    def _slow(self, body):
+        if isinstance(body, InvalidLine):
+            raise body
+        line = parse_bunny(body) if self._source == "bunny" else parse_caddy(body)
+        ts = round(line.ts.timestamp() * 1000)
+        if not self._window[0] <= ts <= self._window[1]:
+            raise InvalidLine("stale_timestamp" if ts < self._window[0] else "future_timestamp")
+        if self._seen is not None and line.request_id and self._seen(line.request_id):
+            raise InvalidLine("duplicate")
+        return self._line_row(line, ts)
+
+    def _line_row(self, line: LogLine, ts: int) -> tuple:
+        country = line.country
+        if not country and self._countries is not None and line.remote_ip:
+            country = self._countries.country(line.remote_ip)
+        return self._row(
+            self._hosts.get(line.host) or self._site(line.host),
+            ts,
+            line.host,
+            line.method[:_METHOD_CHARS],
+            line.path,
+            line.status,
+            line.bytes,
+            line.referrer,
+            line.user_agent,
+            line.remote_ip,
+            country,
+            line.request_id,
+            line.range_request,
+        )
+
+    # -- shared -----------------------------------------------------------------------
+
+    def _site(self, host: str) -> str:
+        site = self._resolver.site_id(clean_host(host))  # may raise RetryLater
+        if site is None:
+            raise InvalidLine("unknown_host")
+        return site
+
+    def _row(
+        self, site, ts, host, method, path, status, size, referrer, user_agent, ip, country,
+        request_id, range_request,
+    ) -> tuple:  # fmt: skip
+        day = ts // DAY_MS
+        hasher = self._hashers.get(day)
+        if hasher is None:
+            hasher = self._hasher(day)
+        digest = hasher.copy()
+        digest.update(f"{site}\0{ip}\0{user_agent}".encode())
+        agent = self._agents(user_agent)
+        return (
+            site,
+            ts,
+            host,
+            method,
+            path,
+            status,
+            size,
+            referrer,
+            agent.browser,
+            agent.os,
+            agent.device,
+            agent.is_bot,
+            agent.bot_reason,
+            country,
+            int.from_bytes(digest.digest(), "big"),
+            self._source,
+            request_id,
+            range_request,
+        )
+
+    def _hasher(self, day: int):
+        # A keyed BLAKE2b per day, copied per line: keying costs a block, copying little.
+        salt = self._salts.salt(datetime.fromtimestamp(day * 86_400, UTC).date())
+        hasher = hashlib.blake2b(key=salt, digest_size=8)
+        if len(self._hashers) >= 8:
+            self._hashers.clear()
+        self._hashers[day] = hasher
+        return hasher
+
+
+def _country(value: str) -> str:
+    return value.upper() if len(value) == 2 and value.isascii() and value.isalpha() else ""
