@@ -15,6 +15,7 @@ from gunicorn.app.base import BaseApplication
 from services import targets
 from services.core.config import Config
 from services.core.logs import logging_dict, setup_logging
+from services.core.private_files import owner_only
 from services.core.runtime import Context, Mount
 from services.wsgi import ProcessApp
 
@@ -99,6 +100,7 @@ class ProcessServer(BaseApplication):
 
 def serve(target_spec: str, config: Config) -> None:
     """Run the rooms named by ``target_spec`` (e.g. ``intake,query``) until SIGTERM."""
+    owner_only()  # also when started without the ecstatic command (a container's entry)
     rooms = targets.resolve(target_spec)
     setup_logging(config.log_level, service="+".join(rooms))
     ProcessServer(rooms, config).run()

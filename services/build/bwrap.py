@@ -1,16 +1,23 @@
-"""The command line that runs a build: ``prlimit`` → ``setpriv`` → ``bwrap`` → ``sh -c``.
+"""The command line that runs a build: ``prlimit`` → ``bwrap`` → (``setpriv``) → ``sh -c``.
 
 Each layer is an existing, maintained tool that ``exec``s the next, so the build's
 whole process tree shares one process group and one pid for the supervisor to kill:
 
 * ``prlimit`` sets the rlimits (memory, processes, file size, core dumps), inherited by
   everything below it;
-* ``setpriv`` (root only) drops to the build slot's own uid/gid with no groups, so
-  RLIMIT_NPROC counts only this build's processes (it is per real uid);
-* ``bwrap`` (Debian's bubblewrap, unprivileged: it creates a user namespace) unshares
-  every namespace, so there is no network at all, not even 127.0.0.1 of the host, and
-  shows the build only read-only system directories, the toolchains it was given, the
-  fresh work directory at ``/build`` and small size-capped tmpfs mounts.
+* ``bwrap`` (Debian's bubblewrap) unshares the pid, network, ipc, uts and cgroup
+  namespaces, so there is no network at all, not even 127.0.0.1 of the host, and shows
+  the build only read-only system directories, the toolchains it was given, the fresh
+  work directory at ``/build`` and small size-capped tmpfs mounts;
+* as root, ``setpriv`` then runs *inside* the sandbox and drops to the build slot's own
+  uid/gid with no groups, no capabilities and ``no_new_privs``, so RLIMIT_NPROC counts
+  only this build's processes (it is per real uid).
+
+Why that order as root: bwrap then sets up its mounts with root's rights (in a mount
+namespace of its own, no user namespace), so it can bind a work directory that sits
+below owner-only (0700) directories: every directory under ``ECSTATIC_HOME`` stays
+private, and only the work directory itself belongs to the slot uid. Not root, bwrap
+runs unprivileged (it creates a user namespace) as the caller, who owns everything.
 
 NOTE(build): with no network, builds that download packages (``npm install``,
 ``pip install``, Hugo modules, Bundler) fail. They need a future design: a read-only
@@ -40,6 +47,21 @@ HOME_DIR = "/build-home"
 # The only variables prlimit/setpriv/bwrap themselves get: bwrap's pid 1 inside the
 # sandbox keeps the environment it was started with, readable in /proc/1/environ.
 HOST_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
+# Every namespace (a user namespace too): bwrap run by an unprivileged caller.
+_UNPRIVILEGED = ("--unshare-all",)
+# As root: every namespace but the user one, and only what setpriv needs to drop to the
+# slot uid (it then drops these too: the build itself has no capability at all).
+_AS_ROOT = (
+    "--unshare-pid",
+    "--unshare-net",
+    "--unshare-ipc",
+    "--unshare-uts",
+    "--unshare-cgroup-try",
+    "--cap-add",
+    "CAP_SETUID",
+    "--cap-add",
+    "CAP_SETGID",
+)
 _SYSTEM_PATH = ("/usr/local/bin", "/usr/bin", "/bin")
 _SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 # Read-only /etc entries builds need; never /etc as a whole (shadow, ssh keys, pip.conf).
@@ -116,18 +138,15 @@ def build_argv(
         command: The user's build command.
         workdir: The fresh work directory, bound read-write at ``/build``.
         sandbox: Host-side sandbox settings.
-        uid: Drop to this uid/gid with ``setpriv`` first (None when not root).
+        uid: Drop to this uid/gid with ``setpriv`` inside the sandbox (None when not root).
         environment: The complete environment of the build (bwrap starts from empty).
         rlimits: prlimit option name → value, e.g. ``{"as": 2**31, "nproc": 256}``.
         fds: Inherited file descriptors: ``status`` (bwrap's JSON status), ``passwd``
             and ``group`` (contents of the files of the same name).
     """
     argv = ["prlimit", *(f"--{name}={value}" for name, value in rlimits.items()), "--"]
-    if uid is not None:
-        argv += ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--"]
+    argv += [sandbox.bwrap, *(_AS_ROOT if uid is not None else _UNPRIVILEGED)]
     argv += [
-        sandbox.bwrap,
-        "--unshare-all",  # user, ipc, pid, net, uts, cgroup: no network at all
         "--die-with-parent",
         "--new-session",  # no TIOCSTI into a terminal outside
         "--hostname",
@@ -144,22 +163,41 @@ def build_argv(
         argv += ["--ro-bind-try", path, path]
     argv += ["--file", str(fds["passwd"]), "/etc/passwd"]
     argv += ["--file", str(fds["group"]), "/etc/group"]
+    # bwrap makes missing mount points 0700 and its tmpfs 0755, both owned by root when
+    # root runs it: open them to the slot uid (only this build lives in the sandbox).
+    made: set[Path] = set()
     for toolchain in sandbox.toolchains:
+        for parent in [p for p in reversed(toolchain.parents) if p != Path("/")]:
+            if parent not in made:
+                made.add(parent)
+                argv += ["--perms", "0755", "--dir", str(parent)]
         argv += ["--ro-bind", str(toolchain), str(toolchain)]
     argv += ["--proc", "/proc", "--dev", "/dev"]
     for tmp in ("/tmp", HOME_DIR, "/dev/shm"):
-        argv += ["--size", str(sandbox.tmp_bytes), "--tmpfs", tmp]
+        argv += ["--perms", "1777", "--size", str(sandbox.tmp_bytes), "--tmpfs", tmp]
     argv += ["--bind", str(workdir), BUILD_DIR, "--chdir", BUILD_DIR]
     # The mount skeleton and /dev are tmpfs too: make them read-only, uncapped RAM otherwise.
-    argv += ["--remount-ro", "/dev", "--remount-ro", "/"]
-    return [*argv, "--", "/bin/sh", "-c", command]
+    argv += ["--remount-ro", "/dev", "--remount-ro", "/", "--"]
+    if uid is not None:
+        argv += [
+            "setpriv",
+            f"--reuid={uid}",
+            f"--regid={uid}",
+            "--clear-groups",
+            "--inh-caps=-all",
+            "--bounding-set=-all",
+            "--no-new-privs",
+            "--",
+        ]
+    return [*argv, "/bin/sh", "-c", command]
 
 
 def check_paths(workdir: Path, sandbox: Sandbox, uid: int | None) -> str | None:
     """Why the sandbox cannot be set up as configured, or None when it can.
 
-    Toolchains must stay clear of every hidden path, and the work directory and the
-    toolchains must be reachable by the build uid (bwrap resolves them as that uid).
+    Toolchains must stay clear of every hidden path, and the build uid must be able to
+    read and enter each toolchain directory itself (bwrap mounts it, so the directories
+    above it do not matter) and own its work directory.
     """
     for toolchain in sandbox.toolchains:
         real = toolchain.resolve()
@@ -169,11 +207,12 @@ def check_paths(workdir: Path, sandbox: Sandbox, uid: int | None) -> str | None:
                 return f"toolchain {toolchain} overlaps the hidden path {hidden}"
     if uid is None:
         return None
-    for path in (workdir, *sandbox.toolchains):
-        for parent in reversed(path.resolve().parents):
-            info = parent.stat()
-            if not (info.st_mode & 0o001 or (info.st_uid == uid and info.st_mode & 0o100)):
-                return f"{parent} is not searchable by the build uid {uid} (needs o+x)"
+    for toolchain in sandbox.toolchains:
+        info = toolchain.stat()
+        if info.st_mode & 0o005 != 0o005 and info.st_uid != uid:
+            return f"toolchain {toolchain} is not readable by the build uid {uid} (needs o+rx)"
+    if workdir.stat().st_uid != uid:
+        return f"{workdir} does not belong to the build uid {uid}"
     return None
 
 

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from services.core.config import Config, ConfigError
+from services.core.private_files import owner_only
 
 __all__ = ["main"]
 
@@ -171,6 +172,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``ecstatic`` console script."""
+    owner_only()  # before anything is created: configs, logs, the api database
     args = parser().parse_args(argv)
     try:
         config = Config.from_env()

@@ -78,11 +78,16 @@ def test_argv_shape():
         fds={"status": 5, "passwd": 6, "group": 7},
     )
     assert argv[:1] == ["prlimit"] and "--nproc=256" in argv and "--core=0" in argv
+    # As root, bwrap mounts first and setpriv drops to the slot uid inside the sandbox.
     i = argv.index("setpriv")
-    expected = ["setpriv", "--reuid=200001", "--regid=200001", "--clear-groups", "--"]
-    assert argv[i : i + 5] == expected
-    for flag in ("--unshare-all", "--die-with-parent", "--new-session", "--clearenv"):
+    assert argv.index("bwrap") < i and argv[i - 1] == "--"
+    expected = ["setpriv", "--reuid=200001", "--regid=200001", "--clear-groups"]
+    assert argv[i : i + 4] == expected
+    for flag in ("--inh-caps=-all", "--bounding-set=-all", "--no-new-privs"):
+        assert flag in argv[i:]
+    for flag in ("--unshare-net", "--unshare-pid", "--die-with-parent", "--new-session"):
         assert flag in argv
+    assert "--clearenv" in argv and "--unshare-user" not in argv
     assert argv[-4:] == ["--", "/bin/sh", "-c", "hugo --minify"]
     assert ["--setenv", "A", "b c"] == argv[argv.index("A") - 1 : argv.index("A") + 2]
     assert ["--ro-bind", "/opt/venv", "/opt/venv"] == argv[argv.index("/opt/venv") - 1 :][:3]
@@ -100,7 +105,7 @@ def test_argv_without_root_has_no_setpriv():
         rlimits={},
         fds={"status": 5, "passwd": 6, "group": 7},
     )
-    assert "setpriv" not in argv
+    assert "setpriv" not in argv and "--unshare-all" in argv and "--cap-add" not in argv
 
 
 def test_environment_is_fixed_plus_user(tmp_path):
@@ -121,10 +126,14 @@ def test_check_paths(tmp_path):
     assert "overlaps" in check(home / "venv")  # inside the hidden path
     assert "overlaps" in check(tmp_path)  # above it
     assert check(tmp_path / "other") is None
-    locked = tmp_path / "locked"
-    locked.mkdir(mode=0o700)
-    message = check_paths(locked / "w", Sandbox(), 200_000)
-    assert message is not None and "not searchable by the build uid 200000" in message
+    # As root the slot uid needs the toolchain itself (not its parents) and its workdir.
+    (tmp_path / "w").mkdir()
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    message = check_paths(tmp_path / "w", Sandbox(toolchains=(private,)), 200_000)
+    assert message is not None and "not readable by the build uid 200000" in message
+    message = check_paths(tmp_path / "w", Sandbox(), 200_000)
+    assert message is not None and "does not belong to the build uid 200000" in message
 
 
 def test_build_is_a_leaf_library():
