@@ -66,6 +66,7 @@ def main(source: KubeconfigSource) -> None:
             storage_class=plat.storage_class,
             volume_sizes=dict(plat.volume_sizes),
             replicas=dict(plat.replicas),
+            builder_image=plat.builder_image,
         ),
         opts=pulumi.ResourceOptions(provider=provider),
     )

@@ -48,6 +48,7 @@ DEFAULTS: dict[str, object] = {
     "caddyImage": "caddy:2.10.2",
     "prometheusImage": "prom/prometheus:v3.5.0",
     "alertmanagerImage": "prom/alertmanager:v0.28.1",
+    "builderImage": "localhost/ecstatic-builder:0.1.0",  # infra/images/builder
     "storageClass": None,
     "volumeSizes": {},
     "replicas": {},
@@ -118,6 +119,7 @@ class PlatformConfig:
     storage_class: str | None
     volume_sizes: Mapping[str, int] = field(default_factory=dict)
     replicas: Mapping[str, int] = field(default_factory=dict)
+    builder_image: str = str(DEFAULTS["builderImage"])
 
 
 @dataclass(frozen=True)
@@ -181,6 +183,7 @@ def load(config: pulumi.Config | None = None) -> StackConfig:
             storage_class=cfg.get("storageClass") or None,
             volume_sizes=_counts(cfg, "volumeSizes", set(STATE), minimum=1),
             replicas=_counts(cfg, "replicas", {p.name for p in processes(False)}, minimum=1),
+            builder_image=_get(cfg, "builderImage"),
         ),
     )
 

@@ -66,7 +66,8 @@ def test_every_container_is_non_root_read_only_limited_and_probed(declared):
     found = pods(declared)
     assert set(found) == {*PROCESSES, "caddy", "prometheus", "alertmanager", "clickhouse"}
     for name, pod in found.items():
-        assert pod["automountServiceAccountToken"] is False, name
+        # Only git talks to the Kubernetes API (its build Jobs: tests/infra/test_builds.py).
+        assert pod["automountServiceAccountToken"] is (name == "git"), name
         assert not pod.get("hostNetwork") and not pod.get("hostPID"), name
         assert pod["securityContext"]["runAsNonRoot"] is True, name
         for c in pod["containers"]:
@@ -108,6 +109,8 @@ def test_ecstatic_processes_run_the_map(declared):
                 claims[claim["claimName"]] = (m["mountPath"], m.get("readOnly", False))
         expected = {s: (f"{HOME}/{STATE[s].path}", False) for s in process.writes}
         expected |= {s: (f"{HOME}/{STATE[s].path}", True) for s in process.reads}
+        if name == "git":  # its build Jobs' exchange (tests/infra/test_builds.py)
+            expected["build-exchange"] = (f"{HOME}/builds", False)
         assert claims == expected, name
         # Claims are bound to the state volume's node: pods that mount one go there.
         if process.writes or process.reads:
@@ -132,6 +135,7 @@ def test_platform_programs_mount_what_the_map_says(declared):
             **{s: True for s in platform.reads},
         }
     claims = of_kind(declared, "PersistentVolumeClaim")
+    claims.pop("build-exchange")  # not STATE: the build Jobs' exchange (test_builds.py)
     users = {s for p in [*PROCESSES.values(), *PLATFORM.values()] for s in (*p.writes, *p.reads)}
     assert set(claims) == users
     for state, claim in claims.items():
@@ -340,7 +344,8 @@ def test_network_policies_allow_exactly_the_maps_paths(variant, request):
     syslog = next(lis for lis in MODULES["intake"].listeners if lis.public)
     assert public == {"caddy": {80, 443}, "intake": {syslog.default}}
     storage = {p.name: {8123, 8443} for p in PROCESSES.values() if p.storage}
-    assert internet == {"caddy": {80, 443}, **({} if in_cluster else storage)}
+    kube_api = {"git": {6443}}  # its build Jobs (tests/infra/test_builds.py)
+    assert internet == {"caddy": {80, 443}, **kube_api, **({} if in_cluster else storage)}
     # Every pod is covered by its own policy.
     assert {f"allow-{name}" for name in pods(resources)} <= set(policies)
 
@@ -443,9 +448,10 @@ def test_every_kubernetes_child_uses_the_given_provider_and_the_components_name(
         assert d.name.startswith("ecstatic-"), d.name
     (component,) = [d for d in declared if d.typ == "ecstatic:platform:Platform"]
     assert component.name == "ecstatic"
+    # Plus the build Jobs' namespace and their exchange volumes (cluster-wide objects).
     assert {
         o["metadata"].get("namespace") for o in kube_objects(declared) if o["kind"] != "Namespace"
-    } == {NS}
+    } == {NS, "ecstatic-builds", None}
 
 
 def test_the_program_follows_the_map_when_it_changes(monkeypatch):
@@ -492,4 +498,6 @@ def test_platform_args_is_the_contract():
         "storage_class",
         "volume_sizes",
         "replicas",
+        "builder_image",
+        "builds_namespace",
     ]

@@ -134,8 +134,8 @@ def test_example_config_reaches_the_box_and_the_platform(program):
     assert not [r for r in mocks.of_type("hcloud:index/server:Server") if "agent" in r.name]
     (firewall,) = mocks.of_type("hcloud:index/firewall:Firewall")
     assert sorted(r["port"] for r in firewall.inputs["rules"]) == ["22", "443", "80"]
-    (namespace,) = mocks.of_type("kubernetes:core/v1:Namespace")
-    assert namespace.inputs["metadata"]["name"] == "ecstatic"
+    namespaces = mocks.of_type("kubernetes:core/v1:Namespace")
+    assert [n.inputs["metadata"]["name"] for n in namespaces] == ["ecstatic", "ecstatic-builds"]
 
 
 def test_the_network_guard_does_catch_the_real_fetcher(no_network):

@@ -18,6 +18,9 @@ import yaml
 STATE_MOUNT = "/var/lib/ecstatic"  # the Hetzner volume: every byte of state lives under it
 K3S_DATA_DIR = f"{STATE_MOUNT}/k3s"  # datastore, CA, tokens, encryption config, images
 LOCAL_STORAGE_DIR = f"{STATE_MOUNT}/storage"  # local-path PersistentVolumes
+# Build Jobs' source and output, shared by git and the builds namespace (k8s_builds.py):
+# anyone may add an entry (git's uid and the collect step), none may list or remove others'.
+BUILD_EXCHANGE_DIR = f"{STATE_MOUNT}/build-exchange"
 NODE_PASSWORD_DIR = f"{STATE_MOUNT}/rancher-node"  # /etc/rancher/node, see _server_runcmd
 K3S_CONFIG_PATH = "/etc/rancher/k3s/config.yaml"
 MOUNT_SCRIPT = "/usr/local/sbin/ecstatic-mount-state"
@@ -188,6 +191,7 @@ def render_server(
     runcmd = [
         [MOUNT_SCRIPT, volume_device(volume_id), STATE_MOUNT, "/etc/fstab"],
         ["mkdir", "-p", K3S_DATA_DIR, LOCAL_STORAGE_DIR, NODE_PASSWORD_DIR, "/etc/rancher"],
+        ["install", "-d", "-m", "1733", BUILD_EXCHANGE_DIR],
         # k3s refuses a node whose password file changed: keep it with the data, so a
         # replaced server comes back as the same node.
         ["ln", "-sfn", NODE_PASSWORD_DIR, "/etc/rancher/node"],

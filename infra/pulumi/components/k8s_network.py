@@ -24,6 +24,10 @@ CLUSTER_CIDRS = ("10.42.0.0/16", "10.43.0.0/16", "169.254.0.0/16")
 # ClickHouse's HTTP and HTTPS ports (ClickHouse Cloud speaks HTTPS on 8443).
 EXTERNAL_CLICKHOUSE_PORTS = (CLICKHOUSE_PORT, 8443)
 DNS_PORT = 53
+# k3s's API server on the server nodes' addresses: git's build Jobs (k8s_builds.py). k3s's
+# policy controller (kube-router) sees connections to the `kubernetes` Service after
+# kube-proxy's DNAT, so the node address and this port are what a rule must allow.
+API_SERVER_PORT = 6443
 
 
 @dataclass(frozen=True)
@@ -76,8 +80,12 @@ def edges(layout: Layout) -> list[Edge]:
 
 
 def externals(layout: Layout) -> list[External]:
-    """Egress beyond the cluster: ACME for Caddy, an external ClickHouse for storage."""
-    found = [External("caddy", (443, 80), "acme")]
+    """Egress beyond the cluster: ACME for Caddy, the API server for git's build Jobs,
+    an external ClickHouse for storage."""
+    found = [
+        External("caddy", (443, 80), "acme"),
+        External(layout.process_of("git").name, (API_SERVER_PORT,), "kube-api"),
+    ]
     if not layout.in_cluster_clickhouse:
         found += [
             External(p.name, EXTERNAL_CLICKHOUSE_PORTS, "storage")

@@ -19,6 +19,7 @@ __all__ = [
     "HOME",
     "LABEL",
     "STATE_NODE",
+    "ClaimMount",
     "ConfigMount",
     "Port",
     "Workload",
@@ -61,6 +62,14 @@ class ConfigMount:
 
 
 @dataclass(frozen=True)
+class ClaimMount:
+    """A claim that is not a piece of STATE, mounted read-write (git's build exchange)."""
+
+    claim: str
+    path: str
+
+
+@dataclass(frozen=True)
 class Workload:
     """Everything one part of the platform needs from Kubernetes."""
 
@@ -81,6 +90,9 @@ class Workload:
     # Who may reach the public ports (LoadBalancer source ranges); empty: anyone.
     source_ranges: tuple[str, ...] = ()
     annotations: Json = field(default_factory=dict)
+    claims: tuple[ClaimMount, ...] = ()
+    # A ServiceAccount whose token is mounted: only a part that talks to the API (git).
+    service_account: str | None = None
 
 
 def labels(name: str) -> Json:
@@ -131,6 +143,7 @@ def container(w: Workload) -> Json:
     ]
     for c in w.config:
         mounts.append({"name": c.volume, "mountPath": c.path, "readOnly": True})
+    mounts += [{"name": f"claim-{c.claim}", "mountPath": c.path} for c in w.claims]
     mounts += [{"name": _scratch_name(i), "mountPath": p} for i, p in enumerate(w.scratch)]
     port, path = w.health
     spec: Json = {
@@ -155,6 +168,10 @@ def _volumes(w: Workload) -> list[Json]:
     volumes = [
         {"name": _volume_name(s), "persistentVolumeClaim": {"claimName": s}}
         for s in (*w.writes, *w.reads)
+    ]
+    volumes += [
+        {"name": f"claim-{c.claim}", "persistentVolumeClaim": {"claimName": c.claim}}
+        for c in w.claims
     ]
     for c in w.config:
         if c.config_map:
@@ -189,6 +206,9 @@ def pod_spec(w: Workload) -> Json:
         "containers": [container(w)],
         "volumes": _volumes(w),
     }
+    if w.service_account:
+        spec["serviceAccountName"] = w.service_account
+        spec["automountServiceAccountToken"] = True
     if w.writes or w.reads:
         # local-path claims are bound to one node; pods that share claims must meet there.
         spec["nodeSelector"] = dict(STATE_NODE)

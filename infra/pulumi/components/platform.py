@@ -17,6 +17,7 @@ from services.platform.prometheus import ALERTMANAGER_YML
 from services.targets import STATE
 
 from . import k8s_clickhouse as ch
+from .k8s_builds import Builds, BuildsLayout, with_builds
 from .k8s_layout import (
     CLICKHOUSE_URL_KEY,
     CLICKHOUSE_URL_SECRET,
@@ -49,6 +50,9 @@ class PlatformArgs:
     storage_class: str | None
     volume_sizes: dict[str, int] = field(default_factory=dict)  # STATE name -> GiB
     replicas: dict[str, int] = field(default_factory=dict)  # process name -> replicas
+    # git's build Jobs (k8s_builds.py): the generators' image and the Jobs' namespace.
+    builder_image: str = "localhost/ecstatic-builder:0.1.0"
+    builds_namespace: str = "ecstatic-builds"
 
 
 def scalable(layout: Layout) -> set[str]:
@@ -105,8 +109,12 @@ class Platform(pulumi.ComponentResource):
         self._secrets()
         rules = rule_files()
         self._config_maps(rules)
-        workloads = self._workloads(rules)
+        builds = BuildsLayout(args.namespace, args.builds_namespace, args.builder_image)
+        workloads = [
+            with_builds(w, builds) if w.name == builds.git else w for w in self._workloads(rules)
+        ]
         self._claims(workloads)
+        Builds(f"{name}-builds", builds, self._child())
         for workload in workloads:
             self._deploy(workload)
         if layout.in_cluster_clickhouse:
