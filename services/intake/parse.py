@@ -13,7 +13,7 @@ import math
 from datetime import UTC, datetime
 
 from .model import InvalidLine, LogLine
-from .syslog5424 import strip_header
+from .syslog_header import strip_header
 
 __all__ = [
     "LogLine",
