@@ -68,6 +68,9 @@ class Services:
         self.processes: dict[str, subprocess.Popen] = {}
         self.http = requests.Session()
 
+    def _log(self, target: str) -> Path:
+        return self.home / f"{target.replace(',', '+')}.log"
+
     def url(self, port: str, path: str) -> str:
         return f"http://127.0.0.1:{self.ports[port]}{path}"
 
@@ -75,7 +78,7 @@ class Services:
 
     def start(self, target: str, health_ports: list[str], timeout: float = 120.0) -> int:
         """Run ``ecstatic serve TARGET`` until every port's ``/healthz`` answers 200."""
-        log = open(self.home / f"{target.replace(',', '+')}.log", "ab")  # noqa: SIM115
+        log = open(self._log(target), "ab")  # noqa: SIM115
         process = subprocess.Popen(
             [str(ECSTATIC), "serve", target],
             env=self.env,
@@ -89,7 +92,10 @@ class Services:
         for port in health_ports:
             while True:
                 if process.poll() is not None:
-                    raise ServiceError(f"ecstatic serve {target} exited {process.returncode}")
+                    tail = self._log(target).read_text(errors="replace")[-2000:]
+                    raise ServiceError(
+                        f"ecstatic serve {target} exited {process.returncode}:\n{tail}"
+                    )
                 try:
                     if self.http.get(self.url(port, "/healthz"), timeout=2).status_code == 200:
                         break
