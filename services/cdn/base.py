@@ -139,11 +139,15 @@ class ReleaseBackend(ABC):
     """
 
     @abstractmethod
-    def stage(self, site_id: str, release_id: str, source: Path) -> PublishResult:
+    def stage(
+        self, site_id: str, release_id: str, source: Path, adopt: bool = False
+    ) -> PublishResult:
         """Store the files under ``source`` as a release; visitors see nothing new yet.
 
         The backend may hard-link ``source``'s files: the caller hands them over and
         never writes to them afterwards (the pipeline removes its working directory).
+        ``adopt``: the caller wrote ``source`` itself (no build touched it) and flushed
+        its files; the backend may take the directory over whole (``LocalCDN`` renames).
 
         Raises:
             PublishError: invalid ids or files, or the release could not be stored.

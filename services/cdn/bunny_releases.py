@@ -30,9 +30,11 @@ class BunnyReleases(ReleaseBackend):
         self._store = store
         self._bunny = bunny
 
-    def stage(self, site_id: str, release_id: str, source: Path) -> PublishResult:
+    def stage(
+        self, site_id: str, release_id: str, source: Path, adopt: bool = False
+    ) -> PublishResult:
         """Keep the release locally (restores need it)."""
-        return self._store.stage(site_id, release_id, source)
+        return self._store.stage(site_id, release_id, source, adopt=adopt)
 
     def activate(
         self, site_id: str, hostnames: Sequence[str], release_id: str, preview: bool = False

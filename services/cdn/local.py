@@ -13,8 +13,10 @@ sees the old release or the new one, never a mix and never a missing file.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
+import stat
 import secrets
 import tempfile
 import time
@@ -124,13 +126,28 @@ class LocalCDN(CDNBackend, ReleaseBackend):
         return result
 
     def stage(
-        self, site_id: str, release_id: str, source: Path | Iterable[SourceFile]
+        self,
+        site_id: str,
+        release_id: str,
+        source: Path | Iterable[SourceFile],
+        adopt: bool = False,
     ) -> PublishResult:
-        """Store a complete release under its final name; nothing is served from it yet."""
+        """Store a complete release under its final name; nothing is served from it yet.
+
+        ``adopt``: ``source`` is a directory the caller wrote itself, hands over whole
+        and whose files' contents it has flushed to disk (the pipeline's checkout of a
+        plain site). It is checked (regular files and directories only), its modes
+        made readable, its directories flushed, and renamed into place: nothing is
+        linked or copied. On another file system it is linked or copied as usual.
+        """
         final = self.release_path(site_id, release_id)
         final.parent.mkdir(parents=True, exist_ok=True)
         if os.path.lexists(final):
             raise PublishError(f"release {release_id} already exists")
+        if adopt and isinstance(source, (str, os.PathLike)):
+            adopted = self._adopt(Path(source), final)
+            if adopted is not None:
+                return adopted
         staging = Path(tempfile.mkdtemp(prefix=_TMP_PREFIX, dir=final.parent))
         try:
             result = _fill(staging, source)
@@ -226,6 +243,25 @@ class LocalCDN(CDNBackend, ReleaseBackend):
                         os.unlink(entry.path)
 
     # -- internals --------------------------------------------------------------------
+
+    def _adopt(self, source: Path, final: Path) -> PublishResult | None:
+        """Rename a checked directory into place; None where it is on another volume."""
+        if source.is_symlink() or not source.is_dir():
+            raise PublishError(f"{source} is not a directory")
+        try:
+            result, directories = _check_adopted(source)
+            if self._sync:
+                for directory in directories:
+                    _fsync_dir(Path(directory))
+            os.chmod(source, 0o755)
+            os.rename(source, final)
+        except OSError as exc:
+            if exc.errno == errno.EXDEV:
+                return None
+            raise PublishError(f"could not store the release: {exc}") from exc
+        if self._sync:
+            _fsync_dir(final.parent)
+        return result
 
     def _sweep_site(self, site_dir: Path, cutoff: float) -> None:
         for entry in os.scandir(site_dir):
@@ -352,6 +388,35 @@ def _fill(staging: Path, source: Path | Iterable[SourceFile]) -> PublishResult:
             chunks = getattr(item, "chunks", None)
             writer.write(item.path, chunks() if callable(chunks) else [item.data])
     return PublishResult(file_count=writer.files, bytes=writer.bytes)
+
+
+def _check_adopted(source: Path) -> tuple[PublishResult, list[str]]:
+    """Count a directory handed over whole, fixing modes; refuse anything but files.
+
+    Returns the counts and every directory (``source`` first), for flushing.
+    """
+    files = size = 0
+    directories = [os.fspath(source)]
+    pending = [directories[0]]
+    while pending:
+        with os.scandir(pending.pop()) as scan:
+            entries = list(scan)
+        for entry in entries:
+            info = entry.stat(follow_symlinks=False)
+            if stat.S_ISDIR(info.st_mode):
+                if stat.S_IMODE(info.st_mode) != 0o755:
+                    os.chmod(entry.path, 0o755)
+                directories.append(entry.path)
+                pending.append(entry.path)
+            elif stat.S_ISREG(info.st_mode):
+                if stat.S_IMODE(info.st_mode) != 0o644:
+                    os.chmod(entry.path, 0o644)  # readable by the web server
+                files += 1
+                size += info.st_size
+            else:
+                rel = os.path.relpath(entry.path, source)
+                raise PublishError(f"{rel} is not a regular file; releases hold files only")
+    return PublishResult(file_count=files, bytes=size), directories
 
 
 def _copy_tree(source: Path, writer: _ReleaseWriter) -> None:

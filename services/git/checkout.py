@@ -2,8 +2,10 @@
 
 Pushed objects are untrusted: trees can hold names such as ``..`` or ``.git``,
 symlinks pointing anywhere, submodules whose content is not here, or millions of
-entries. ``plan_checkout`` walks the tree once and decides what gets published;
-``iter_files`` then yields the file contents, enforcing the byte budget as it goes.
+entries. ``plan_checkout`` walks the tree once and decides what gets published, with
+each file's size read from its object header (nothing inflated), so the file count and
+byte quotas are enforced before the branch moves; ``iter_files`` then yields the file
+contents, enforcing the byte budget again as it goes.
 An optional root ``ecstatic.toml`` with ``publish = "subdir"`` names the directory
 to publish.
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +32,7 @@ __all__ = [
     "Plan",
     "StreamedFile",
     "format_bytes",
+    "forget_unlinked",
     "iter_files",
     "plan_checkout",
     "write_checkout",
@@ -70,10 +74,13 @@ class Plan:
     commit: str
     publish_dir: str
     files: list[tuple[str, bytes]] = field(default_factory=list)  # (path, blob sha)
+    sizes: list[int] = field(default_factory=list)  # each file's size, from its header
+    planned_bytes: int = 0  # the sum of ``sizes``
     notes: list[str] = field(default_factory=list)
     config: BuildConfig = field(default_factory=BuildConfig)
     file_count: int = 0  # what write_checkout wrote
     bytes: int = 0
+    written: int = 0  # files write_checkout had to write (not in its cache)
 
 
 def format_bytes(count: int) -> str:
@@ -103,11 +110,14 @@ def plan_checkout(store, commit_sha: bytes, limits: Limits, whole_tree: bool = F
         DeployRejected: symlinks, unsafe names, missing objects, too many files, or a
             bad ``ecstatic.toml``.
     """
+    from .packs import ObjectSizes  # here: packs -> limits -> checkout would be a cycle
+
     try:
-        return _plan(store, commit_sha, limits, whole_tree)
+        with ObjectSizes(store) as sizes:
+            return _plan(store, commit_sha, limits, whole_tree, sizes)
     except DeployRejected:
         raise
-    except (RecursionError, MemoryError, ValueError, TypeError, KeyError) as exc:
+    except (RecursionError, MemoryError, ValueError, TypeError, KeyError, zlib.error) as exc:
         # Hostile content must never crash the check (which would let the ref move):
         # anything unexpected is a refusal with a generic reason.
         raise DeployRejected(
@@ -115,14 +125,14 @@ def plan_checkout(store, commit_sha: bytes, limits: Limits, whole_tree: bool = F
         ) from exc
 
 
-def _plan(store, commit_sha: bytes, limits: Limits, whole_tree: bool) -> Plan:
+def _plan(store, commit_sha: bytes, limits: Limits, whole_tree: bool, sizes) -> Plan:
     commit = _peel_to_commit(store, commit_sha)
     root = _load(store, commit.tree, Tree, "the commit's root tree")
     config = _read_config(store, root)
     plan = Plan(commit=commit.id.decode("ascii"), publish_dir="", config=config)
     if whole_tree:
         # The build's input: everything but the host's own configuration.
-        _walk(store, root, plan, limits, skip_config=True, depth=0)
+        _walk(store, root, plan, limits, sizes, skip_config=True, depth=0)
         return plan
     publish_parts = _publish_parts(config.publish or ".")
     tree = root
@@ -138,63 +148,111 @@ def _plan(store, commit_sha: bytes, limits: Limits, whole_tree: bool) -> Plan:
             raise DeployRejected(f"{CONFIG_FILE}: publish path {where!r} is not a directory")
         tree = _load(store, sha, Tree, f"directory {where!r}")
     plan.publish_dir = "/".join(publish_parts)
-    _walk(store, tree, plan, limits, skip_config=not publish_parts, depth=len(publish_parts))
+    _walk(store, tree, plan, limits, sizes, not publish_parts, len(publish_parts))
     return plan
 
 
 def write_checkout(
-    store, commit_sha: bytes, limits: Limits, dest: Path | None, cache: Path | None = None
+    store,
+    commit_sha: bytes,
+    limits: Limits,
+    dest: Path | None,
+    cache: Path | None = None,
+    plan: Plan | None = None,
+    durable: bool = False,
 ) -> Plan:
     """Check a commit's whole tree and, given ``dest``, write its files there.
 
     With ``dest=None`` nothing is written: the check alone, cheap enough for the
-    ``update`` hook before the branch moves (file sizes come from the pack headers).
+    ``update`` hook before the branch moves (file sizes come from the object headers).
 
     ``cache`` (one directory per site) keeps each file written once, named by its blob
     sha, and hard-links it into later checkouts: a push that changes one file of a
-    thousand writes one file. An entry no checkout or release links any more is removed.
+    thousand writes one file. ``forget_unlinked`` removes the entries nothing uses.
+
+    Args:
+        store: The object store.
+        commit_sha: The commit.
+        limits: The limits.
+        dest: Where to write the tree (must not exist), or None to only check.
+        cache: The site's checkout cache, or None.
+        plan: The plan the check already made of this very commit (saves a walk).
+        durable: Flush the files written to disk (a release may be made of them).
 
     Raises:
         DeployRejected: as ``plan_checkout`` and ``iter_files``.
     """
-    plan = plan_checkout(store, commit_sha, limits, whole_tree=True)
+    if plan is None or plan.commit != _peel_to_commit(store, commit_sha).id.decode("ascii"):
+        plan = plan_checkout(store, commit_sha, limits, whole_tree=True)
+    else:
+        plan = _fresh(plan)
     if dest is None:
         return plan
     dest.mkdir(parents=True, exist_ok=False)
-    if cache is not None:
-        cache.mkdir(parents=True, exist_ok=True)
-    made: set[Path] = {dest}
-    for path, sha in plan.files:
-        target = dest.joinpath(*path.split("/"))
-        _make_parents(target.parent, made)
-        cached = cache / sha.decode("ascii") if cache is not None else None
-        size = _link_cached(cached, target) if cached is not None else None
+    root = os.fspath(dest)
+    pool = os.fspath(cache) if cache is not None else None
+    if pool is not None:
+        os.makedirs(pool, exist_ok=True)
+    made: set[str] = {""}
+    written: list[str] = []
+    for (path, sha), planned in zip(plan.files, plan.sizes, strict=True):
+        parent, _, _name = path.rpartition("/")
+        if parent not in made:
+            _make_parents(root, parent, made)
+        target = f"{root}/{path}"
+        cached = f"{pool}/{sha.decode('ascii')}" if pool is not None else None
+        size = planned if cached is not None and _linked(cached, target) else None
         if size is None:
-            size = _write_file(store, plan, path, sha, target, limits)
+            size = _write_file(store, plan, path, sha, Path(target), limits)
+            written.append(target)
             if cached is not None:
                 with contextlib.suppress(OSError):  # another checkout made it first: fine
                     os.link(target, cached)
-        if size > limits.max_file_bytes:
-            raise DeployRejected(
-                f"{path!r} is {format_bytes(size)}, larger than the "
-                f"{format_bytes(limits.max_file_bytes)} limit per file"
-            )
         plan.bytes += size
         plan.file_count += 1
-        if plan.bytes > limits.max_bytes:
+        if plan.bytes > limits.max_bytes:  # the plan's sizes said otherwise: never trust
             limit = format_bytes(limits.max_bytes)
             raise DeployRejected(f"the published files add up to more than {limit}, the limit")
-    if cache is not None:
-        _forget_unlinked(cache)
+    plan.written = len(written)
+    if durable:
+        _flush(written)
     return plan
 
 
-def _link_cached(cached: Path, target: Path) -> int | None:
+def _fresh(plan: Plan) -> Plan:
+    # The check's plan, with nothing written yet (it may be used by more than one deploy).
+    return Plan(
+        commit=plan.commit,
+        publish_dir=plan.publish_dir,
+        files=plan.files,
+        sizes=plan.sizes,
+        planned_bytes=plan.planned_bytes,
+        notes=list(plan.notes),
+        config=plan.config,
+    )
+
+
+_FSYNC_EACH = 64  # more new files than this: one sync(2) is cheaper than an fsync each
+
+
+def _flush(paths: list[str]) -> None:
+    if len(paths) > _FSYNC_EACH:
+        os.sync()
+        return
+    for path in paths:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _linked(cached: str, target: str) -> bool:
     try:
         os.link(cached, target)
     except OSError:
-        return None
-    return os.stat(target).st_size
+        return False
+    return True
 
 
 def _write_file(store, plan: Plan, path: str, sha: bytes, target: Path, limits: Limits) -> int:
@@ -210,22 +268,26 @@ def _write_file(store, plan: Plan, path: str, sha: bytes, target: Path, limits: 
     return written
 
 
-def _forget_unlinked(cache: Path) -> None:
+def forget_unlinked(cache: Path) -> None:
+    """Remove the cache entries no release and no checkout links any more.
+
+    Run after a deploy, off its critical path: it stats every entry of the cache.
+    """
     # An entry whose only link is the cache's own serves no release and no checkout.
-    with os.scandir(cache) as entries:
+    with contextlib.suppress(FileNotFoundError), os.scandir(cache) as entries:
         for entry in entries:
             with contextlib.suppress(OSError):
                 if entry.stat(follow_symlinks=False).st_nlink == 1:
                     os.unlink(entry.path)
 
 
-def _make_parents(directory: Path, made: set[Path]) -> None:
+def _make_parents(root: str, directory: str, made: set[str]) -> None:
     missing = []
     while directory not in made:
         missing.append(directory)
-        directory = directory.parent
+        directory = directory.rpartition("/")[0]
     for path in reversed(missing):
-        os.mkdir(path, 0o755)
+        os.mkdir(f"{root}/{path}", 0o755)
         made.add(path)
 
 
@@ -353,7 +415,9 @@ def _check_name(name: bytes, parent: str) -> str:
     return path
 
 
-def _walk(store, top: Tree, plan: Plan, limits: Limits, skip_config: bool, depth: int) -> None:
+def _walk(
+    store, top: Tree, plan: Plan, limits: Limits, sizes, skip_config: bool, depth: int
+) -> None:
     # Iterative, so a deeply nested hostile tree cannot exhaust the Python stack.
     stack: list[tuple[Tree, str, int]] = [(top, "", depth)]
     directories = 0
@@ -387,5 +451,23 @@ def _walk(store, top: Tree, plan: Plan, limits: Limits, skip_config: bool, depth
                 plan.files.append((path, entry.sha))
                 if len(plan.files) > limits.max_files:
                     raise DeployRejected(f"more than {limits.max_files} files, the limit")
+                _add_size(plan, path, entry.sha, sizes.size(entry.sha), limits)
             else:
                 raise DeployRejected(f"{path!r} has an unsupported file mode {mode:o}")
+
+
+def _add_size(plan: Plan, path: str, sha: bytes, size: int | None, limits: Limits) -> None:
+    if size is None:
+        raise DeployRejected(f"file {path!r} ({_short(sha)}) is missing from the pushed objects")
+    if size > limits.max_file_bytes:
+        raise DeployRejected(
+            f"{path!r} is {format_bytes(size)}, larger than the "
+            f"{format_bytes(limits.max_file_bytes)} limit per file"
+        )
+    plan.sizes.append(size)
+    plan.planned_bytes += size
+    if plan.planned_bytes > limits.max_bytes:
+        raise DeployRejected(
+            f"the files add up to more than {format_bytes(limits.max_bytes)}, this site's "
+            f"limit (max_deploy_bytes); {len(plan.files)} files counted so far"
+        )

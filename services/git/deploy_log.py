@@ -4,6 +4,11 @@ The pipeline appends lines from its worker thread; the push request that started
 deploy follows them (``follow``) and writes each as a ``remote:`` line as it comes. The
 pusher hanging up only ends the following: the deploy and its log go on, and every line
 is shipped to the api in batches (``GET /v1/sites/{id}/deploys/{deploy_id}/log``).
+
+Updates of the deploy record travel the same way (``then``, ``call``): on the shipper
+thread, in order, each after every line written before it. So a client that sees the
+record ``live`` or ``failed`` can read the whole log, and the pipeline's steps need not
+wait for the api between them: the record follows a few milliseconds behind, in order.
 """
 
 from __future__ import annotations
@@ -11,7 +16,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future
+from typing import Any
 
 __all__ = ["DeployLog"]
 
@@ -39,6 +47,7 @@ class DeployLog:
         self._cond = threading.Condition()
         self._ship = ship
         self._shipped = 0
+        self._actions: deque[tuple[Callable[[], Any], Future]] = deque()
         self._batch_seconds = batch_seconds
         self._shipper: threading.Thread | None = None
         if ship is not None:
@@ -55,8 +64,27 @@ class DeployLog:
                 self._lines.append(part[:MAX_LINE])
             self._cond.notify_all()
 
+    def then(self, action: Callable[[], Any]) -> Future:
+        """Run ``action`` once every line written so far is shipped, after earlier actions.
+
+        Returns at once; the future holds the action's result or exception. Without a
+        shipper (nothing ships), the action runs here and now.
+        """
+        future: Future = Future()
+        with self._cond:
+            if self._shipper is not None and not self._closed and self._shipper.is_alive():
+                self._actions.append((action, future))
+                self._cond.notify_all()
+                return future
+        _run(action, future)
+        return future
+
+    def call(self, action: Callable[[], Any], timeout: float = 30.0) -> Any:
+        """``then(action)`` and wait for it: its result, or the exception it raised."""
+        return self.then(action).result(timeout)
+
     def close(self, timeout: float = 10.0) -> None:
-        """No more lines: followers finish, the last batch is shipped."""
+        """No more lines: followers finish, the last batch and actions are shipped."""
         with self._cond:
             self._closed = True
             self._cond.notify_all()
@@ -86,19 +114,41 @@ class DeployLog:
     def _ship_loop(self) -> None:
         while True:
             with self._cond:
-                while self._shipped >= len(self._lines) and not self._closed:
+                while self._idle():
                     self._cond.wait()
-                done = self._closed
-            if not done:
-                time.sleep(self._batch_seconds)  # let a burst of lines travel together
-            with self._cond:
+                # Let a burst of lines travel together, unless an action or the end waits.
+                deadline = time.monotonic() + self._batch_seconds
+                while not self._actions and not self._closed:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._cond.wait(left)
                 batch = self._lines[self._shipped :]
                 self._shipped = len(self._lines)
+                actions = list(self._actions)
+                self._actions.clear()
                 done = self._closed and self._shipped >= len(self._lines)
             if batch:
                 try:
                     self._ship(batch)
                 except Exception:  # noqa: BLE001 - the log is best effort; the deploy goes on
                     log.warning("deploy log not shipped", extra={"lines": len(batch)})
+            for action, future in actions:
+                _run(action, future)
             if done:
+                with self._cond:
+                    left = list(self._actions)
+                    self._actions.clear()
+                for action, future in left:  # queued as the log closed
+                    _run(action, future)
                 return
+
+    def _idle(self) -> bool:
+        return self._shipped >= len(self._lines) and not self._actions and not self._closed
+
+
+def _run(action: Callable[[], Any], future: Future) -> None:
+    try:
+        future.set_result(action())
+    except Exception as exc:  # noqa: BLE001 - handed to whoever waits on the future
+        future.set_exception(exc)

@@ -21,10 +21,12 @@ import binascii
 import contextlib
 import os
 import tempfile
+import threading
 import zlib
 from collections.abc import Callable
 from io import BytesIO
 
+from cachetools import LRUCache
 from dulwich.errors import ChecksumMismatch
 from dulwich.object_store import PACK_MODE
 from dulwich.objects import object_header
@@ -44,7 +46,7 @@ from dulwich.pack import (
 
 from .limits import IntakeLimits, PushTooLarge
 
-__all__ = ["add_guarded_pack", "stream_blob"]
+__all__ = ["ObjectSizes", "add_guarded_pack", "stream_blob"]
 
 _STEP = 64 << 10
 _KINDS = {1: "commit", 2: "tree", 3: "file", 4: "tag", OFS_DELTA: "delta", REF_DELTA: "delta"}
@@ -272,3 +274,126 @@ def _inflate_at(path: str, offset: int, size: int, step: int):
                 yield piece
         if produced != size:
             raise zlib.error("decompressed data does not match expected size")
+
+
+# Sizes by sha, across stores and pushes: a one-file change reads one header.
+_SIZES: LRUCache[bytes, int] = LRUCache(maxsize=65536)
+_SIZES_LOCK = threading.Lock()
+
+
+class ObjectSizes:
+    """Inflated sizes of stored objects, read from their headers: nothing is inflated whole.
+
+    A packed object's header holds its size; a delta's target size sits in the first
+    bytes of its delta stream (a few bytes are inflated); a loose object's starts its
+    zlib stream (``blob 1234\\0``). The pack files stay open while the sizes are read
+    (``with ObjectSizes(store) as sizes``), so a tree of thousands of files costs one
+    index lookup and one short read per file.
+    """
+
+    def __init__(self, store):
+        """Read sizes from ``store`` (a dulwich object store)."""
+        self._store = store
+        self._packs = list(getattr(store, "packs", ()))  # the property lists the directory
+        self._files: dict[str, object] = {}
+
+    def __enter__(self) -> ObjectSizes:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for f in self._files.values():
+            f.close()
+        self._files.clear()
+
+    def size(self, sha: bytes) -> int | None:
+        """The object's inflated size, or None if the store does not hold it.
+
+        Raises:
+            zlib.error: a corrupt header or delta stream.
+        """
+        with _SIZES_LOCK:
+            known = _SIZES.get(sha)
+        if known is not None:
+            # The sha names the content, so its size is the same in every store. Whether
+            # this store holds the object is the checkout's to find (it reads it).
+            return known
+        size = self._read(sha)
+        if size is not None:
+            with _SIZES_LOCK:
+                _SIZES[sha] = size
+        return size
+
+    def _read(self, sha: bytes) -> int | None:
+        for pack in self._packs:
+            try:
+                offset = pack.index.object_offset(sha)
+            except KeyError:
+                continue
+            return self._packed(pack._data_path, offset)
+        loose = getattr(self._store, "_get_shafile_path", None)
+        if loose is not None:
+            try:
+                with open(loose(sha), "rb") as f:
+                    return _loose_size(f)
+            except FileNotFoundError:
+                return None
+        try:  # an in-memory store (tests): the object is in memory already
+            return self._store[sha].raw_length()
+        except KeyError:
+            return None
+
+    def _packed(self, path: str, offset: int) -> int:
+        f = self._files.get(path)
+        if f is None:
+            f = self._files[path] = open(path, "rb")  # noqa: SIM115 - closed on __exit__
+        f.seek(offset)
+        head = f.read(64)  # the header, a delta's base, the start of the zlib stream
+        pos, type_num, size = _object_header(head)
+        if type_num not in DELTA_TYPES:
+            return size
+        if type_num == OFS_DELTA:
+            while pos < len(head) and head[pos] & 0x80:
+                pos += 1
+            pos += 1
+        else:
+            pos += 20
+        if pos >= len(head):
+            raise zlib.error("truncated pack entry")
+        rest = iter((head[pos:],))
+        return _delta_target_size(_inflate_head(lambda n: next(rest, b"") or f.read(n), 20))
+
+
+def _object_header(head: bytes) -> tuple[int, int, int]:
+    """``(bytes used, type, size)`` of a pack entry's header (a varint after 3 type bits)."""
+    if not head:
+        raise zlib.error("truncated pack entry")
+    byte = head[0]
+    type_num, size, shift, pos = (byte >> 4) & 7, byte & 0x0F, 4, 1
+    while byte & 0x80:
+        if pos >= len(head) or shift > 63:
+            raise zlib.error("corrupt pack entry header")
+        byte = head[pos]
+        size |= (byte & 0x7F) << shift
+        shift += 7
+        pos += 1
+    return pos, type_num, size
+
+
+def _inflate_head(read: Callable[[int], bytes], wanted: int) -> bytes:
+    inflater = zlib.decompressobj()
+    out = b""
+    while len(out) < wanted and not inflater.eof:
+        data = inflater.unconsumed_tail or read(256)
+        if not data:
+            break
+        out += inflater.decompress(data, wanted - len(out))
+    return out
+
+
+def _loose_size(f) -> int:
+    head = _inflate_head(f.read, 32)
+    kind, sep, rest = head.partition(b" ")
+    size, nul, _ = rest.partition(b"\x00")
+    if not sep or not nul or not size.isdigit():
+        raise zlib.error("corrupt loose object header")
+    return int(size)

@@ -8,6 +8,11 @@ without touching the others. The deploy record at the api follows along: ``build
 from checkout, ``publishing`` from publish, ``live`` once recorded; a step that fails
 leaves the live site as it was and the record ``failed`` with a reason; a newer push of
 the same branch makes a waiting deploy ``superseded``.
+
+The record's updates go through the deploy's log (``DeployLog.then``): in order, each
+after the lines written before it, without the steps waiting on the api in between.
+The final one is waited for, so a deploy's record is final before the next deploy of
+the site starts (the queue's site lock is held until ``run`` returns).
 """
 
 from __future__ import annotations
@@ -171,6 +176,7 @@ class Pipeline:
             return "failed"
         finally:
             _remove(job.workdir)
+            self._after(job)
         self._metrics.deploys.labels("live", "none").inc()
         self._metrics.deploy_duration.observe(self._clock() - started)
         return "live"
@@ -186,16 +192,41 @@ class Pipeline:
         self._metrics.deploys.labels(state, reason).inc()
         self._metrics.deploy_duration.observe(self._clock() - started)
         changes = {"state": state, "reason": reason, "step_seconds": job.step_seconds}
-        self._update(job, changes)
+        self._update(job, changes, wait=True)
 
-    def _update(self, job: DeployJob, changes: dict[str, Any]) -> None:
-        try:
-            job.deploy = self._api.update(job.credential, job.site_id, job.deploy_id, changes)
-        except Exception as exc:  # noqa: BLE001 - the deploy itself is what matters
-            log.warning(
-                "deploy record not updated",
-                extra={"site_id": job.site_id, "deploy": job.deploy_id, "reason": str(exc)},
-            )
+    def _after(self, job: DeployJob) -> None:
+        # Housekeeping off the deploy's critical path (e.g. the checkout cache's GC).
+        for step in self.steps:
+            finish = getattr(step, "finish", None)
+            if finish is None:
+                continue
+            try:
+                finish(job)
+            except Exception:  # noqa: BLE001 - housekeeping never fails a deploy
+                log.warning("step cleanup failed", extra={"step": step.name}, exc_info=True)
+
+    def _update(self, job: DeployJob, changes: dict[str, Any], wait: bool = False) -> None:
+        """Update the record after the log so far; ``wait`` for the final state only."""
+
+        def send() -> None:
+            try:
+                answer = self._api.update(job.credential, job.site_id, job.deploy_id, changes)
+            except Exception as exc:  # noqa: BLE001 - the deploy itself is what matters
+                log.warning(
+                    "deploy record not updated",
+                    extra={"site_id": job.site_id, "deploy": job.deploy_id, "reason": str(exc)},
+                )
+                return
+            if wait:
+                job.deploy = answer
+
+        if wait:
+            try:
+                job.log.call(send)
+            except Exception:  # noqa: BLE001 - a stuck api: the record lags, the deploy ends
+                log.warning("deploy record update timed out", extra={"site_id": job.site_id})
+        else:
+            job.log.then(send)
 
 
 def _remove(path: Path | None) -> None:

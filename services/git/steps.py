@@ -8,13 +8,16 @@ never touch what visitors see before ``activate``.
 from __future__ import annotations
 
 import logging
+import threading
 from pathlib import Path
 from typing import Protocol
+
+from cachetools import LRUCache
 
 from services.cdn.base import PublishError, ReleaseBackend
 from services.core.metrics import GitMetrics
 
-from .checkout import DeployRejected, Limits, format_bytes, write_checkout
+from .checkout import DeployRejected, Limits, Plan, forget_unlinked, format_bytes, write_checkout
 from .deploy_api import DeployApi
 from .pipeline import DeployJob, StepFailed, Superseded
 
@@ -41,6 +44,7 @@ class Checkout:
     """Write the pushed commit's tree into the deploy's fresh working directory."""
 
     name = "checkout"
+    _PLANS_KEPT = 16  # plans of recently checked commits, for the deploys that follow
 
     def __init__(self, limits: Limits, cache_root: Path | None = None):
         """Bound what a checkout may hold (files, bytes, depth, per-file size).
@@ -52,25 +56,38 @@ class Checkout:
         """
         self._limits = limits
         self._cache_root = cache_root
+        # A plan depends only on the commit (content-addressed) and the limits: the
+        # deploy of a commit the update hook just checked need not walk it again.
+        self._plans: LRUCache[bytes, Plan] = LRUCache(maxsize=self._PLANS_KEPT)
+        self._lock = threading.Lock()
 
     def check(self, repo, commit: bytes) -> None:
-        """Refuse a commit before its branch moves (``ValidateHook``): no file is written."""
+        """Refuse a commit before its branch moves (``ValidateHook``): no file is written.
+
+        Every limit is checked here: names, depth, file count, each file's size and
+        the total (``max_deploy_bytes``), the sizes read from the object headers.
+        """
         try:
-            write_checkout(repo.object_store, commit, self._limits, dest=None)
+            plan = write_checkout(repo.object_store, commit, self._limits, dest=None)
         except DeployRejected as exc:
             raise StepFailed("rejected", exc.message) from exc
+        with self._lock:
+            self._plans[commit] = plan
 
     def run(self, job: DeployJob) -> None:
         """Check out the commit; the build config and notes land on the job."""
         assert job.workdir is not None
+        with self._lock:
+            plan = self._plans.get(job.commit)
         try:
-            cache = self._cache_root / job.site_id if self._cache_root else None
             checkout = write_checkout(
                 job.repo.object_store,
                 job.commit,
                 self._limits,
                 dest=job.workdir / "src",
-                cache=cache,
+                cache=self._cache(job),
+                plan=plan,
+                durable=True,  # a plain site's release is made of these very files
             )
         except DeployRejected as exc:
             raise StepFailed("rejected", exc.message) from exc
@@ -81,6 +98,15 @@ class Checkout:
             f"checked out {job.commit[:7].decode()} "
             f"({checkout.file_count} files, {format_bytes(checkout.bytes)})"
         )
+
+    def finish(self, job: DeployJob) -> None:
+        """After the deploy: drop the cache entries no release or checkout uses."""
+        cache = self._cache(job)
+        if cache is not None:
+            forget_unlinked(cache)
+
+    def _cache(self, job: DeployJob) -> Path | None:
+        return self._cache_root / job.site_id if self._cache_root else None
 
 
 class Builder(Protocol):
@@ -124,8 +150,11 @@ class Publish:
         """Stage the release."""
         assert job.publish_dir is not None
         job.release = release_id(job)
+        # A plain site publishes its checkout as it is (builds copy it, never change it):
+        # that directory is the pipeline's own, so the backend may take it over whole.
+        adopt = job.workdir is not None and job.publish_dir.is_relative_to(job.workdir / "src")
         try:
-            stored = self._cdn.stage(job.site_id, job.release, job.publish_dir)
+            stored = self._cdn.stage(job.site_id, job.release, job.publish_dir, adopt=adopt)
         except PublishError as exc:
             raise StepFailed("publish_failed", f"could not store the release: {exc}") from exc
         job.file_count, job.bytes = stored.file_count, stored.bytes
@@ -182,6 +211,8 @@ class Record:
         if job.deploy.get("context") == "preview":
             url = f"{_scheme(url)}://{job.deploy['hostname']}{_port(url)}/"
         job.url = url
+        # Said before the record says live: whoever sees "live" can read the whole log.
+        job.log.write(f"live at {url}")
         try:
             changes = {
                 "state": "live",
@@ -192,12 +223,16 @@ class Record:
                 "step_seconds": job.step_seconds,
             }
             live = {k: v for k, v in changes.items() if v is not None}
-            job.deploy = self._api.update(job.credential, job.site_id, job.deploy_id, live)
-            self._api.activate(job.credential, job.site_id, job.deploy_id)
+
+            def record() -> None:
+                job.deploy = self._api.update(job.credential, job.site_id, job.deploy_id, live)
+                self._api.activate(job.credential, job.site_id, job.deploy_id)
+
+            # After the log so far and every earlier update of the record, in order.
+            job.log.call(record)
         except Exception as exc:  # noqa: BLE001 - the site IS live: say so, never "failed"
             log.error("deploy not recorded", extra={"site_id": job.site_id, "reason": str(exc)})
             job.log.write(f"warning: the site is live but the deploy was not recorded: {exc}")
-        job.log.write(f"live at {url}")
         self._prune(job)
 
     def _prune(self, job: DeployJob) -> None:

@@ -93,24 +93,41 @@ def test_gzip_bomb_is_refused_from_its_header(room):
     assert leftovers(room, site_id) == []
 
 
-def test_site_over_its_quota_is_not_deployed(room, git, tmp_path):
+def test_site_over_its_byte_quota_is_refused_before_the_branch_moves(room, git, tmp_path):
     site_id, token = room.new_site("quota")
     url = room.url(site_id, token)
     work = new_work(git, tmp_path / "w")
-    commit(git, work, {f"f{i}.bin": os.urandom(MiB - 4096) for i in range(4)})  # > 3 MiB
+    commit(git, work, {"index.html": "v1"})
+    git("push", "-q", url, "main", cwd=work)
+    # 4 files of ~1 MiB (each under the per-file limit): over the 3 MiB quota together.
+    commit(git, work, {f"f{i}.bin": os.urandom(MiB - 4096) for i in range(4)})
 
     result = git("push", url, "main", cwd=work, check=False)
 
-    # Caught while the deploy writes its checkout (the pack is stored, the branch moved):
-    # the pipeline's wording is "deploy failed", its reason "rejected".
-    assert "remote: error: deploy failed: the published files add up to more than 3.0 MiB" in (
-        result.stderr
+    # Refused by the update hook, from the objects' headers: the ref never moved.
+    assert result.returncode != 0
+    assert (
+        "remote: error: deploy rejected: the files add up to more than 3.0 MiB, this site's"
+        " limit (max_deploy_bytes)" in result.stderr
     )
-    assert "remote: error: the live site was not changed" in result.stderr
-    [deploy] = room.deploys(token, site_id)
-    assert (deploy["state"], deploy["reason"]) == ("failed", "rejected")
-    assert not room.live("quota.localhost").exists()
-    assert room.cdn.releases(site_id) == []
+    assert remote_main(git, url) == git("rev-parse", "HEAD~1", cwd=work).stdout.strip()
+    [deploy] = room.deploys(token, site_id)  # only the first push's
+    assert deploy["state"] == "live"
+    assert (room.live("quota.localhost") / "index.html").read_text() == "v1"
+
+
+def test_site_over_its_file_quota_is_refused_before_the_branch_moves(room, git, tmp_path):
+    site_id, token = room.new_site("many")
+    url = room.url(site_id, token)
+    work = new_work(git, tmp_path / "w")
+    commit(git, work, {f"p/{i}.html": str(i) for i in range(1001)})
+
+    result = git("push", url, "main", cwd=work, check=False)
+
+    assert result.returncode != 0
+    assert "remote: error: deploy rejected: more than 1000 files, the limit" in result.stderr
+    assert remote_main(git, url) is None
+    assert room.deploys(token, site_id) == []
 
 
 def test_tree_deeper_than_the_limit_is_refused_and_the_branch_stays(room, git, tmp_path):
