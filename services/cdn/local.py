@@ -16,8 +16,8 @@ import contextlib
 import errno
 import logging
 import os
-import stat
 import secrets
+import stat
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Sequence

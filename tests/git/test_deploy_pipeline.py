@@ -75,9 +75,12 @@ def test_states_follow_the_steps_and_each_step_is_timed(tmp_path, metrics):
             "ecstatic_git_deploy_step_duration_seconds_count", {"step": name}
         )
         assert count == 1
-    assert registry.get_sample_value(
-        "ecstatic_git_deploys_total", {"outcome": "live", "reason": "none"}
-    ) == 1
+    assert (
+        registry.get_sample_value(
+            "ecstatic_git_deploys_total", {"outcome": "live", "reason": "none"}
+        )
+        == 1
+    )
 
 
 def test_a_failed_step_stops_the_rest_and_records_its_reason_and_tail(tmp_path, metrics):
