@@ -54,6 +54,7 @@ class _Bunny(msgspec.Struct):
     Country: str = ""
     RequestId: str = ""
     HeaderRange: str = ""
+    Method: str = "GET"  # not in Bunny's records today; honoured if it ever is
 
 
 _decode_bunny = msgspec.json.Decoder(_Bunny).decode
@@ -185,7 +186,7 @@ class RowMaker:
             site,
             ts,
             record.Host,
-            "GET",  # Bunny records carry no method; CDN edge logs are GETs
+            record.Method.upper()[:_METHOD_CHARS] or "GET",
             record.PathAndQuery or "/",
             status,
             size,

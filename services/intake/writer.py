@@ -198,7 +198,7 @@ class Writer:
     async def _retrying(self, data: bytes, token: str) -> None:
         retrying = AsyncRetrying(
             retry=retry_if_exception(lambda exc: not isinstance(exc, _DataRefused | _Stopping)),
-            wait=wait_exponential_jitter(initial=self._backoff[0], max=self._backoff[1]),
+            wait=wait_exponential_jitter(multiplier=self._backoff[0], max=self._backoff[1]),
             before_sleep=self._before_sleep,
             sleep=self._sleep,
             reraise=True,

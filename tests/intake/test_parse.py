@@ -13,7 +13,25 @@ from services.intake.parse import (
     parse_caddy,
     parse_line,
 )
-from services.intake.spool import format_bunny_json
+
+
+def format_bunny_json(line: LogLine) -> bytes:
+    """A ``LogLine`` as one Bunny JSON record (what ``parse_bunny`` must read back)."""
+    record = {
+        "Timestamp": round(line.ts.timestamp() * 1000),
+        "Host": line.host,
+        "Method": line.method,
+        "PathAndQuery": line.path,
+        "Status": line.status,
+        "BytesSent": line.bytes,
+        "Referer": line.referrer,
+        "UserAgent": line.user_agent,
+        "Country": line.country,
+        "RequestId": line.request_id,
+        "HeaderRange": "bytes" if line.range_request else "",
+        "RemoteIp": line.remote_ip,
+    }
+    return json.dumps(record, ensure_ascii=True, separators=(",", ":")).encode("ascii") + b"\n"
 
 REAL_CADDY = (
     '{"level":"info","ts":1795845242.7551901,"logger":"http.log.access.log0",'
