@@ -245,13 +245,13 @@ def text(result: dict) -> str:
         )
     stages = intake["stages"]
     total = sum(stages.values())
-    wall = intake["queryable_seconds"] or 0.0
+    wall = _intake_seconds(intake) or 0.0
     out += ["", "per-stage thread seconds (ecstatic_intake_stage_seconds_total, delta):"]
     if not stages:
         out.append("  (no stage samples: this intake does not fill the metric)")
     for stage, seconds in sorted(stages.items(), key=lambda kv: -kv[1]):
         out.append(
-            f"  {stage:<10}{seconds:9.2f} s {100 * seconds / total:6.1f} %"
+            f"  {stage:<14}{seconds:9.2f} s {100 * seconds / total:6.1f} %"
             f"{1e6 * seconds / lines:9.2f} us/line"
             + (f"{100 * seconds / wall:7.1f} % of the wall time" if wall else "")
         )
