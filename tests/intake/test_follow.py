@@ -7,42 +7,39 @@ from pathlib import Path
 from services.intake.follow import Follower
 from services.intake.model import InvalidLine
 from services.intake.offsets import OffsetStore
-from services.intake.pipeline import RETRY
-from services.intake.sink import Sink
 
 
 class Store:
+    """Where consumed lines end up (the spool, in the service)."""
+
     def __init__(self):
         self.rows = []
-        self.down = False
-
-    def insert(self, rows):
-        if self.down:
-            raise ConnectionError("down")
-        self.rows.extend(row[0] for row in rows)
+        self.down = False  # the spool takes nothing (e.g. full): the follower must wait
 
 
 class Process:
-    def __init__(self):
+    """The service's ``Ingest.accept_lines``: takes lines in order, says how many."""
+
+    def __init__(self, store):
+        self.store = store
         self.invalid = []
         self.hold = set()
 
     async def __call__(self, items):
-        out = []
+        consumed = 0
         for item in items:
             if isinstance(item, InvalidLine):
                 self.invalid.append(item.reason)
-                out.append(None)
-            elif item in self.hold:
-                out.append(RETRY)
+            elif item in self.hold or self.store.down:
                 break
             else:
-                out.append((item.decode(),))
-        return out
+                self.store.rows.append(item.decode())
+            consumed += 1
+        return consumed
 
 
 class Harness:
-    """A follower and a sink on one loop, as the service runs them."""
+    """A follower on a loop, as the service runs it."""
 
     def __init__(self, tmp: Path, store=None, process=None, **options):
         self.dir = tmp / "logs"
@@ -50,7 +47,7 @@ class Harness:
         self.path = self.dir / "access.log"
         self.offsets_file = tmp / "state" / "offsets.json"
         self.store = store or Store()
-        self.process = process or Process()
+        self.process = process or Process(self.store)
         self.options = {"poll_seconds": 0.01, "retry_seconds": 0.02, **options}
 
     def saved(self):
@@ -59,26 +56,18 @@ class Harness:
         return json.loads(self.offsets_file.read_text()).get("caddy")
 
     async def start(self, metrics):
-        self.sink = Sink(
-            self.store.insert, metrics, batch_rows=100, flush_seconds=0.01, backoff=(0.01, 0.02)
-        )
         self.follower = Follower(
             self.path,
             self.process,
-            self.sink,
             OffsetStore(self.offsets_file),
             "caddy",
+            metrics,
             **self.options,
         )
-        self.tasks = [
-            asyncio.create_task(self.sink.run()),
-            asyncio.create_task(self.follower.run()),
-        ]
+        self.tasks = [asyncio.create_task(self.follower.run())]
 
     async def stop(self):
         self.follower.stop()
-        await self.tasks[1]
-        self.sink.close(time.monotonic() + 2)
         await self.tasks[0]
 
     def session(self, metrics, done, settle: float = 0.0):
@@ -128,7 +117,7 @@ def test_missing_file_then_lines_only_complete_ones(tmp_path, metrics):
     assert h.saved()["offset"] == h.path.stat().st_size
 
 
-def test_offset_saved_only_after_rows_are_stored(tmp_path, metrics):
+def test_offset_saved_only_after_lines_are_taken(tmp_path, metrics):
     h = Harness(tmp_path)
     h.store.down = True
     append(h.path, "one", "two")
@@ -156,7 +145,7 @@ def test_restart_resumes_where_it_stopped(tmp_path, metrics):
     assert second.store.rows == ["4", "5"]
 
 
-def test_stop_with_storage_down_then_restart_loses_nothing(tmp_path, metrics):
+def test_stop_while_nothing_is_taken_then_restart_loses_nothing(tmp_path, metrics):
     first = Harness(tmp_path)
     append(first.path, "x", "y")
     first.store.down = True
@@ -164,10 +153,7 @@ def test_stop_with_storage_down_then_restart_loses_nothing(tmp_path, metrics):
     async def one():
         await first.start(metrics)
         await asyncio.sleep(0.1)
-        first.follower.stop()
-        await first.tasks[1]
-        first.sink.close(time.monotonic() + 0.1)  # gives up: storage still down
-        await first.tasks[0]
+        await first.stop()
 
     run(one)
     assert first.saved() is None
@@ -201,7 +187,8 @@ def test_rotation_by_rename_mid_stream_loses_nothing(tmp_path, metrics):
         await until(lambda: len(h.store.rows) == 9)
         append(h.path, "b2")
         await until(lambda: len(h.store.rows) == 10)
-        assert rotated.exists()  # Caddy's files are never deleted by us
+        # All of it is taken (in the spool): the visitors' IPs in it go with the file.
+        await until(lambda: not rotated.exists())
         await h.stop()
 
     run(scenario)
@@ -294,8 +281,8 @@ def test_retry_later_holds_the_line(tmp_path, metrics):
     run(scenario)
 
 
-def test_finished_files_deleted_when_asked(tmp_path, metrics):
-    h = Harness(tmp_path, delete_finished=True)
+def test_finished_files_are_deleted_once_taken(tmp_path, metrics):
+    h = Harness(tmp_path)
     append(h.path, "s0")
 
     async def scenario():
