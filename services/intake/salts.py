@@ -9,7 +9,8 @@ at once, both then read the earliest-created one back, so they converge.
 **Lifetime.** Day D's salt lives until the end of UTC day D + ``grace_days`` (default 1:
 the end of the next day), so lines that arrive late (a Bunny forwarder catching up, an
 intake restarted after midnight) still hash with their day's salt. After that it is
-destroyed, on disk as in memory: ``visitor_salts`` is partitioned by day, and a day's
+destroyed, on disk as in memory: ``visitor_salts`` is partitioned by day (ClickHouse
+migration 003), and a day's
 partition is detached and its detached parts dropped, which removes the part
 directories at once (``ALTER TABLE ... DROP PARTITION`` or ``DELETE`` would leave the
 old parts on disk for ``old_parts_lifetime``, 8 minutes by default). The store sweeps
@@ -37,7 +38,7 @@ from services.core.storage import Storage
 
 from .model import RetryLater
 
-__all__ = ["GRACE_DAYS", "SaltStore", "SaltUnavailable", "ensure_day_partitions"]
+__all__ = ["GRACE_DAYS", "SaltStore", "SaltUnavailable"]
 
 log = logging.getLogger(__name__)
 SALT_BYTES = 32
@@ -56,48 +57,8 @@ _DETACHED = (
     "SELECT DISTINCT partition_id FROM system.detached_parts "
     "WHERE database = currentDatabase() AND table = 'visitor_salts'"
 )
-# The table partitioned by day, so a day's salt can be removed from disk on its own.
-# Outdated parts (a merge's sources) go after a minute rather than ClickHouse's 8.
-_BY_DAY = """
-    CREATE TABLE IF NOT EXISTS {name} (
-        day Date,
-        salt String,
-        created DateTime64(6, 'UTC') DEFAULT now64(6)
-    )
-    ENGINE = MergeTree
-    PARTITION BY day
-    ORDER BY day
-    SETTINGS old_parts_lifetime = 60
-"""
-
-
 class SaltUnavailable(RetryLater):
     """ClickHouse could not be asked for (or given) the day's salt."""
-
-
-def ensure_day_partitions(storage: Storage) -> None:
-    """Make ``visitor_salts`` partitioned by day; does nothing when it already is.
-
-    A table created unpartitioned (by ``services.core.schema``) is copied into a
-    partitioned one, the two are exchanged atomically, and the old one is dropped with
-    its files. Meant for one process per table (chDB's rule); a server with several
-    intakes should run the same statements once, as a numbered migration.
-    """
-    found = storage.rows(
-        "SELECT partition_key FROM system.tables "
-        "WHERE database = currentDatabase() AND name = 'visitor_salts'"
-    )
-    if found and found[0]["partition_key"] == "day":
-        return
-    if not found:
-        storage.command(_BY_DAY.format(name="visitor_salts"))
-        return
-    storage.command("DROP TABLE IF EXISTS visitor_salts_by_day SYNC")
-    storage.command(_BY_DAY.format(name="visitor_salts_by_day"))
-    storage.command("INSERT INTO visitor_salts_by_day SELECT day, salt, created FROM visitor_salts")
-    storage.command("EXCHANGE TABLES visitor_salts AND visitor_salts_by_day")
-    storage.command("DROP TABLE visitor_salts_by_day SYNC")
-    log.info("visitor_salts partitioned by day")
 
 
 def _partition_day(partition_id: str) -> date | None:
@@ -133,7 +94,6 @@ class SaltStore:
         self._lock = threading.Lock()
         self._swept_day = -1  # days since the epoch of the last complete sweep
         self._next_try = 0.0
-        self._partitioned = False
 
     def salt(self, day: date) -> bytes:
         """The salt of UTC ``day``: its stored salt (created if the day has none yet)
@@ -186,9 +146,6 @@ class SaltStore:
             for day in [d for d in cache if d < cutoff]:
                 del cache[day]  # the last reference this process holds
         try:
-            if not self._partitioned:
-                ensure_day_partitions(self._storage)
-                self._partitioned = True
             destroyed = self._drop_partitions_before(cutoff)
         except Exception as exc:  # noqa: BLE001 - storage errors of any client flavour
             raise SaltUnavailable(f"salt sweep: {type(exc).__name__}") from exc

@@ -10,21 +10,9 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from services.intake.salts import SaltStore, ensure_day_partitions
+from services.intake.salts import SaltStore
 
 pytestmark = pytest.mark.integration
-
-
-# visitor_salts as the first release created it (migration 001): one partition.
-FLAT = """
-    CREATE TABLE visitor_salts_flat (
-        day Date,
-        salt String,
-        created DateTime64(6, 'UTC') DEFAULT now64(6)
-    )
-    ENGINE = MergeTree
-    ORDER BY day
-"""
 
 
 def files_holding(root: Path, needle: bytes) -> list[str]:
@@ -41,7 +29,6 @@ def files_holding(root: Path, needle: bytes) -> list[str]:
 
 
 def stored(storage, salts: dict[date, str]) -> None:
-    ensure_day_partitions(storage)
     storage.insert("visitor_salts", list(salts.items()), ("day", "salt"))
 
 
@@ -86,38 +73,3 @@ def test_old_salts_are_destroyed_on_disk(chdb_url, chdb_storage):
     assert store.destroy_expired() == list(again)
     assert files_holding(root, next(iter(again.values())).encode()) == []
     assert store.salt(today) == current
-
-
-def test_an_unpartitioned_table_becomes_partitioned_with_its_salts(chdb_storage):
-    storage = chdb_storage
-    ensure_day_partitions(storage)
-    day = date(2099, 1, 1)
-    salt = os.urandom(32).hex()
-    storage.insert("visitor_salts", [(day, salt)], ("day", "salt"))
-    before = storage.rows("SELECT day, salt, created FROM visitor_salts ORDER BY day, salt")
-    # Put the table back in the layout services.core.schema creates (no partitions).
-    storage.command("DROP TABLE IF EXISTS visitor_salts_flat SYNC")
-    storage.command(FLAT)
-    storage.command("INSERT INTO visitor_salts_flat SELECT * FROM visitor_salts")
-    storage.command("EXCHANGE TABLES visitor_salts AND visitor_salts_flat")
-    storage.command("DROP TABLE visitor_salts_flat SYNC")
-    assert partition_key(storage) == ""
-
-    ensure_day_partitions(storage)
-    ensure_day_partitions(storage)  # and again: nothing to do
-
-    assert partition_key(storage) == "day"
-    after = storage.rows("SELECT day, salt, created FROM visitor_salts ORDER BY day, salt")
-    assert after == before
-    names = {
-        r["name"]
-        for r in storage.rows("SELECT name FROM system.tables WHERE database = currentDatabase()")
-    }
-    assert "visitor_salts_by_day" not in names
-
-
-def partition_key(storage) -> str:
-    return storage.rows(
-        "SELECT partition_key FROM system.tables WHERE database = currentDatabase() "
-        "AND name = 'visitor_salts'"
-    )[0]["partition_key"]
