@@ -43,6 +43,11 @@ class FrameDecoder:
         """Bytes held for an incomplete frame."""
         return len(self._pending)
 
+    @property
+    def at_boundary(self) -> bool:
+        """Whether the bytes fed so far are a whole number of frames (none half-read)."""
+        return not (self._pending or self._skip or self._discarding)
+
     def feed(self, data: bytes) -> list[bytes]:
         """Add received bytes; return the frames they complete, in order."""
         data = self._take(data)

@@ -114,3 +114,12 @@ def test_any_rfc5424_header_comes_off(pri, fields, sd, bom, body):
     frame = f"<{pri}>1 {' '.join(fields)} {sd} ".encode() + (BOM if bom else b"") + body
     assert message(frame) == body
     assert messages([frame], Counter()) == [body]
+
+
+@settings(max_examples=500)
+@given(st.lists(st.binary(max_size=120).map(lambda b: b"<" + b if b[:1] == b"1" else b)))
+def test_arbitrary_frames_are_a_body_or_a_counted_reason(frames):
+    rejected = Counter()
+    bodies = messages(frames, rejected)
+    assert len(bodies) + sum(rejected.values()) == len(frames)
+    assert set(rejected) <= {"bad_syslog", "bad_encoding", "empty"}
