@@ -40,23 +40,24 @@ from services.build.kube_job import (
     JobSettings,
     job_manifest,
 )
+from services.build.kube_outcome import (
+    STUCK,
+    build_state,
+    collect,
+    condition,
+    failed_reason,
+    failure,
+    readable,
+    timed_out,
+)
 from services.build.limits import BuildLimits, BuildResult
 from services.build.lines import LineSplitter
-from services.build.workspace import PublishProblem, check_publish, prepare
+from services.build.workspace import prepare
 
 __all__ = ["KubeRunner"]
 
 log = logging.getLogger(__name__)
 
-# Waiting reasons after which a container will not start by itself.
-_STUCK = {
-    "ErrImagePull",
-    "ImagePullBackOff",
-    "InvalidImageName",
-    "CreateContainerConfigError",
-    "CreateContainerError",
-    "RunContainerError",
-}
 _POLL_SECONDS = 0.5
 # Beyond the Job's own deadline: time for Kubernetes to notice it and stop the pod.
 _GRACE_SECONDS = 30.0
@@ -121,14 +122,14 @@ class KubeRunner:
         try:
             exchange.mkdir(mode=0o711)
             prepare(source, exchange / SOURCE_DIR, None)
-            _readable(exchange / SOURCE_DIR)
+            readable(exchange / SOURCE_DIR)
             (exchange / OUT_DIR).mkdir(mode=0o700)
             watch = _Watch(self, name, on_line, limits)
             manifest = job_manifest(name, command, publish, env, limits, self._settings)
             reason, code, message = watch.run(manifest)
             seconds = self._clock() - started
             if reason == "ok":
-                reason, message, target = _collect(exchange, publish, workdir, limits)
+                reason, message, target = collect(exchange, publish, workdir, limits)
             return BuildResult(
                 reason == "ok", code, reason, seconds, list(watch.tail), target, message
             )
@@ -218,13 +219,13 @@ class _Watch:
         while self._remaining() > 0:
             pod = self._r._pod(self._name)
             if pod is not None:
-                state = _build_state(pod)
+                state = build_state(pod)
                 if state is not None and (state.running or state.terminated):
                     return pod
-                if state is not None and state.waiting and state.waiting.reason in _STUCK:
+                if state is not None and state.waiting and state.waiting.reason in STUCK:
                     why = f"{state.waiting.reason}: {state.waiting.message or ''}".strip(": ")
                     return "sandbox_error", None, f"the build pod cannot start ({why})"
-            failed = _failed(self._r._job(self._name))
+            failed = failed_reason(self._r._job(self._name))
             if failed is not None:
                 return self._failure(failed, pod)
             time.sleep(self._r._poll)
@@ -257,79 +258,16 @@ class _Watch:
         while self._remaining() > 0:
             job = self._r._job(self._name)
             pod = self._r._pod(self._name)
-            failed = _failed(job)
+            failed = failed_reason(job)
             if failed is not None:
                 return self._failure(failed, pod)
-            if _condition(job, "Complete") is not None:
+            if condition(job, "Complete") is not None:
                 return "ok", 0, ""
             time.sleep(self._r._poll)
         return self._timeout()
 
     def _failure(self, reason: str, pod) -> tuple[str, int | None, str]:
-        limits = self._limits
-        if reason == "DeadlineExceeded":
-            return self._timeout()
-        if pod is not None and (pod.status.reason or "") == "Evicted":
-            return "output_too_large", None, "the build wrote more than its disk limit"
-        state = _build_state(pod) if pod is not None else None
-        ended = state.terminated if state is not None else None
-        if ended is None:
-            return "sandbox_error", None, f"the build job failed before the build ran ({reason})"
-        if ended.reason == "OOMKilled":
-            return (
-                "memory",
-                ended.exit_code,
-                f"the build ran out of memory (limit {limits.memory_bytes} B)",
-            )
-        if ended.exit_code != 0:
-            return (
-                "failed",
-                ended.exit_code,
-                f"the build command exited with status {ended.exit_code}",
-            )
-        return "failed", None, "copying the built site out of the build failed"
+        return failure(reason, pod, self._limits)
 
     def _timeout(self) -> tuple[str, None, str]:
-        return "timeout", None, f"the build timed out after {self._limits.timeout_seconds:g} s"
-
-
-def _build_state(pod):
-    for status in pod.status.init_container_statuses or ():
-        if status.name == BUILD_CONTAINER:
-            return status.state
-    return None
-
-
-def _condition(job, kind: str):
-    for condition in job.status.conditions or () if job.status else ():
-        if condition.type == kind and condition.status == "True":
-            return condition
-    return None
-
-
-def _failed(job) -> str | None:
-    """The reason of the Job's Failed condition, or None while it has none."""
-    condition = _condition(job, "Failed")
-    return (condition.reason or "Failed") if condition is not None else None
-
-
-def _readable(tree: Path) -> None:
-    """Let the build's own uid read the copy (the checkout may be private to git)."""
-    for path in [tree, *tree.rglob("*")]:
-        if not path.is_symlink():
-            path.chmod(path.stat().st_mode | (0o005 if path.is_dir() else 0o004))
-
-
-def _collect(exchange: Path, publish: str, workdir: Path, limits: BuildLimits):
-    """Check what ``collect`` copied out, then move it beside the deploy (``workdir``)."""
-    out = exchange / OUT_DIR
-    target = workdir / SITE_DIR
-    if not (out / SITE_DIR).is_dir():
-        shown = publish or "."
-        return "failed", f"the build did not create the directory {shown!r}", target
-    try:
-        check_publish(out, SITE_DIR, limits.max_publish_bytes, limits.max_publish_files)
-    except PublishProblem as exc:
-        return exc.reason, exc.message, target
-    shutil.copytree(out / SITE_DIR, target, symlinks=True)
-    return "ok", "", target
+        return timed_out(self._limits)
