@@ -81,7 +81,7 @@ def read_intake(
         # The CDN's syslog port binds where the rooms do unless told otherwise.
         syslog_host=env.get("ECSTATIC_INTAKE_SYSLOG_HOST") or bind_host,
         batch_rows=integer("ECSTATIC_INTAKE_BATCH_ROWS", 50_000, 1, 1_000_000),
-        flush_seconds=number("ECSTATIC_INTAKE_FLUSH_SECONDS", 1.0, 0.05, 4.0),
+        flush_seconds=number("ECSTATIC_INTAKE_FLUSH_SECONDS", 1.0, 0.05, 300),
         idle_seconds=number("ECSTATIC_INTAKE_IDLE_SECONDS", 120.0, 1.0, 86_400),
         max_connections=integer("ECSTATIC_INTAKE_MAX_CONNECTIONS", 512, 1, 100_000),
         max_frame_bytes=integer("ECSTATIC_INTAKE_MAX_FRAME_BYTES", 64 * 1024, 1024, 2**20),

@@ -53,6 +53,7 @@ class Ingest:
         self._retry_seconds = retry_seconds
         self._held: list[bytes] = []
         self._parsed = metrics.lines_parsed.labels(source)
+        self._received = metrics.lines_received.labels(source)
         self._work = metrics.stage_seconds.labels("parse_enrich")
         self._spooling = metrics.stage_seconds.labels("spool")
 
@@ -74,7 +75,10 @@ class Ingest:
         """A file: take lines up to the first that must wait; returns how many."""
         await self._writer.wait_for_space()
         held = await self._run(lines, stop_at_hold=True)
-        return len(lines) - len(held)
+        consumed = len(lines) - len(held)
+        # The listener counts what it receives; a file's lines count once, when taken.
+        self._received.inc(consumed)
+        return consumed
 
     async def retry_held(self) -> None:
         """Offer held bodies again (called now and then by the service)."""

@@ -148,11 +148,19 @@ class Spool:
         self._owner_lock = self._lock_owner(self._owner, wait=True)
 
     def close(self) -> None:
-        """Close the filling batch's segment for this process (fsync'd)."""
+        """Seal this process's segment (fsync'd) and let go of every owner lock, so the
+        next process adopts whatever is still pending. Nothing is appended after this."""
         with self._lock:
             if self._current is not None:
                 self._seal(self._current)
                 self._current = None
+            for fd in [self._owner_lock, *self._adopted.values()]:
+                if fd is not None:
+                    os.close(fd)
+            self._owner_lock = None
+            self._adopted.clear()
+            if not any(self._dir.glob(f"{self._owner}-*{_SUFFIX}")):
+                (self._dir / f"{self._owner}.lock").unlink(missing_ok=True)
 
     # -- writing ----------------------------------------------------------------------
 

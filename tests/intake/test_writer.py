@@ -149,7 +149,6 @@ def test_stop_leaves_what_cannot_be_stored_in_the_spool(tmp_path, chdb_storage, 
         writer.close(time.time() + 1.0)
         await task
         assert time.monotonic() - started < 3  # a failing storage does not hold the stop
-        os.close(spool._owner_lock)  # the process ends
 
     asyncio.run(life(True))
     assert count(chdb_storage, site) == (0, 0)
