@@ -69,6 +69,9 @@ class ProcessServer(BaseApplication):
             # One shared default socket path would collide between our processes;
             # supervisord (or Kubernetes) is the control interface.
             "control_socket_disable": True,
+            # A process with the intake hands its ports over: the next one binds them
+            # while this one drains (SO_REUSEPORT; the syslog listener does the same).
+            "reuse_port": "intake" in self.rooms,
             "post_worker_init": self._post_worker_init,
             "worker_exit": self._worker_exit,
         }

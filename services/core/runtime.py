@@ -21,7 +21,7 @@ from .metrics import HttpMetrics, new_registry
 from .schema import migrate
 from .storage import Storage, open_storage
 
-__all__ = ["Context", "Mount", "Background"]
+__all__ = ["Context", "Mount", "Background", "DeferredStorage"]
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
@@ -77,3 +77,19 @@ class Context:
                 migrate(storage)
                 self._storage = storage
             return self._storage
+
+
+class DeferredStorage:
+    """The process's storage, opened at its first successful use, not at build.
+
+    A process may start while another still holds the embedded engine's data path (a
+    hand-over: the new intake takes the port first, the old one stops after); until
+    the path is free every call raises, and the callers (the intake's writer, the salt
+    store) retry, while accepted lines wait in the spool.
+    """
+
+    def __init__(self, ctx: Context):
+        self._ctx = ctx
+
+    def __getattr__(self, name: str):
+        return getattr(self._ctx.storage(), name)

@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from services.core.config import Config
 from services.core.metrics import IntakeMetrics
-from services.core.runtime import Context
+from services.core.runtime import Context, DeferredStorage
 from services.core.schema import INGEST_COLUMNS, apply_ttl
 from services.core.storage import Storage
 
@@ -228,4 +228,4 @@ class IntakeService:
 
 def build(ctx: Context) -> IntakeService:
     """The intake room for this process."""
-    return IntakeService(ctx.config, ctx.storage(), IntakeMetrics(ctx.registry))
+    return IntakeService(ctx.config, DeferredStorage(ctx), IntakeMetrics(ctx.registry))
