@@ -15,12 +15,10 @@ a new process can take the port before this one stops (see ``stop``).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ipaddress
 import logging
 import socket
 import time
-from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 
 from services.core.intake_config import IntakeConfig
@@ -28,13 +26,12 @@ from services.core.metrics import IntakeMetrics
 
 from .frames import FrameDecoder
 from .syslog_header import messages
+from .syslog_peers import Connection, Datagrams
 
 __all__ = ["SyslogServer"]
 
 log = logging.getLogger(__name__)
 SOURCE = "bunny"
-_PAUSE_AT = 256 * 1024  # bytes queued on one connection before its reading pauses
-_UDP_QUEUE = 4 * 1024 * 1024  # bytes of datagrams waiting for accept; more are dropped
 _BACKLOG = 1024
 
 Accept = Callable[[list[bytes]], Awaitable[None]]
@@ -57,9 +54,10 @@ class SyslogServer:
         self._requested_port = port or 0
         self._clock = clock
         self._tcp: asyncio.AbstractServer | None = None
-        self._udp: _Datagrams | None = None
+        self._udp: Datagrams | None = None
+        self._udp_socket: socket.socket | None = None
         self._port = 0
-        self._connections: set[_Connection] = set()
+        self._connections: set[Connection] = set()
         self._sweeper: asyncio.Task | None = None
         self._received = metrics.lines_received.labels(SOURCE)
         self._read_seconds = metrics.stage_seconds.labels("read")
@@ -86,8 +84,8 @@ class SyslogServer:
         loop = asyncio.get_running_loop()
         tcp, udp = _bind_pair(self._config.syslog_host, self._requested_port)
         self._port = tcp.getsockname()[1]
-        self._tcp = await loop.create_server(lambda: _Connection(self), sock=tcp, backlog=_BACKLOG)
-        self._udp = _Datagrams(self)
+        self._tcp = await loop.create_server(lambda: Connection(self), sock=tcp, backlog=_BACKLOG)
+        self._udp, self._udp_socket = Datagrams(self), udp
         await loop.create_datagram_endpoint(lambda: self._udp, sock=udp)
         self._sweeper = asyncio.create_task(self._sweep())
         log.info("syslog listening", extra={"port": self._port})
@@ -111,7 +109,7 @@ class SyslogServer:
             connection.finish()
         tasks = [c.task for c in connections if c.task is not None]
         if self._udp is not None:
-            tasks.append(self._udp.close())
+            tasks.append(self._udp.close(self._udp_socket))
         if tasks:
             await asyncio.wait(tasks, timeout=max(0.0, deadline - self._clock()))
         cut = [c for c in connections if c.task is not None and not c.task.done()]
@@ -177,7 +175,7 @@ class SyslogServer:
             address = address.ipv4_mapped
         return any(address in network for network in networks)
 
-    def admit(self, connection: _Connection) -> bool:
+    def admit(self, connection: Connection) -> bool:
         """Take a new connection in, or close it; at the cap, evict the longest-idle one."""
         if self.stopping:
             return False
@@ -197,7 +195,7 @@ class SyslogServer:
         self._metrics.syslog_connections.inc()
         return True
 
-    def forget(self, connection: _Connection) -> None:
+    def forget(self, connection: Connection) -> None:
         """Drop a connection from the open set (once)."""
         if connection in self._connections:
             self._connections.discard(connection)
@@ -216,197 +214,6 @@ class SyslogServer:
                     self._closed("idle_timeout")
                     self.forget(connection)
                     connection.cut()
-
-
-class _Connection(asyncio.Protocol):
-    """One TCP peer: chunks queue here; ``run`` frames and delivers them in order."""
-
-    def __init__(self, server: SyslogServer):
-        self._server = server
-        self._transport: asyncio.Transport | None = None
-        self._chunks: list[bytes] = []
-        self._queued = 0
-        self._paused = False
-        self._ended = False  # EOF or connection lost: nothing more will arrive
-        self._waiter: asyncio.Future | None = None
-        self.decoder = FrameDecoder(server.max_frame)
-        self.last_active = server.clock()
-        self.busy = False
-        self._inflight = 0  # bodies handed to an accept that has not returned yet
-        self.peer = None
-        self.task: asyncio.Task | None = None
-
-    def connection_made(self, transport) -> None:  # noqa: D102 - asyncio.Protocol
-        self._transport = transport
-        self.peer = transport.get_extra_info("peername")
-        if self._server.admit(self):
-            self.task = asyncio.get_running_loop().create_task(self._run())
-        else:
-            transport.abort()
-
-    def data_received(self, data: bytes) -> None:  # noqa: D102 - asyncio.Protocol
-        self._chunks.append(data)
-        self._queued += len(data)
-        if self._queued >= _PAUSE_AT and not self._paused:
-            self._paused = True
-            self._transport.pause_reading()
-        self._wake()
-
-    def eof_received(self) -> bool:  # noqa: D102 - asyncio.Protocol
-        self._ended = True
-        self._wake()
-        return True  # keep the transport: run() closes it once everything is delivered
-
-    def connection_lost(self, exc) -> None:  # noqa: D102 - asyncio.Protocol
-        self._ended = True
-        self._wake()
-
-    def finish(self) -> None:
-        """Send FIN: the peer knows to reconnect, and may still send what is in flight."""
-        transport = self._transport
-        if transport is not None and not transport.is_closing() and transport.can_write_eof():
-            with contextlib.suppress(OSError):
-                transport.write_eof()
-
-    def cut(self) -> None:
-        """Close now; what was received is still delivered, nothing more is read."""
-        self._ended = True
-        if self._transport is not None:
-            self._transport.abort()
-        self._wake()
-        if self.task is not None and self._server.stopping:
-            self.task.cancel()  # the stop deadline passed: give up on what is left
-
-    def _count_cut_off(self) -> None:
-        """At the stop deadline: what accept did not finish and what was not framed yet."""
-        server, lost = self._server, self._inflight
-        for chunk in self._chunks:
-            lost += len(server.deliver(self.decoder, chunk))
-        self._chunks.clear()
-        server.dropped(lost, "stopping")
-
-    def _wake(self) -> None:
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    async def _run(self) -> None:
-        server = self._server
-        try:
-            while True:
-                if not self._chunks:
-                    if self._ended:
-                        break
-                    self._waiter = asyncio.get_running_loop().create_future()
-                    await self._waiter
-                    self._waiter = None
-                    continue
-                chunks, self._chunks, self._queued = self._chunks, [], 0
-                if self._paused and not self._ended:
-                    self._paused = False
-                    self._transport.resume_reading()
-                data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-                bodies = server.deliver(self.decoder, data)
-                if bodies:
-                    self.busy, self._inflight = True, len(bodies)
-                    try:
-                        await server.accept(bodies)
-                    finally:
-                        self.busy = False
-                    self._inflight = 0
-                    self.last_active = server.clock()
-        except asyncio.CancelledError:
-            self._count_cut_off()
-        except Exception:  # noqa: BLE001 - one connection's failure must not end the server
-            log.exception("syslog connection failed")
-        finally:
-            if self.decoder.buffered:
-                server.invalid("truncated")  # a frame the peer never finished
-            server.forget(self)
-            if self._transport is not None:
-                self._transport.close()
-
-
-class _Datagrams(asyncio.DatagramProtocol):
-    """UDP: each datagram is one frame (RFC 5426); a queue decouples it from accept."""
-
-    def __init__(self, server: SyslogServer):
-        self._server = server
-        self._transport: asyncio.DatagramTransport | None = None
-        self._frames: deque[bytes] = deque()
-        self._queued = 0
-        self._closing = False
-        self._waiter: asyncio.Future | None = None
-        self._rejected: Counter[str] = Counter()
-        self._inflight = 0
-        self.task: asyncio.Task | None = None
-
-    def connection_made(self, transport) -> None:  # noqa: D102 - asyncio.DatagramProtocol
-        self._transport = transport
-        self.task = asyncio.get_running_loop().create_task(self._run())
-
-    def datagram_received(self, data: bytes, addr) -> None:  # noqa: D102
-        server = self._server
-        if not server.allowed(addr):
-            server.invalid("not_allowed")
-            return
-        if data.endswith(b"\n"):  # some senders end datagrams with LF anyway
-            data = data[:-2] if data.endswith(b"\r\n") else data[:-1]
-        if len(data) > server.max_frame:
-            server.invalid("too_long")
-        elif not data:
-            server.invalid("empty")
-        elif self._queued + len(data) > _UDP_QUEUE:
-            server.invalid("queue_full")  # accept is pushing back; UDP cannot wait
-        else:
-            self._frames.append(data)
-            self._queued += len(data)
-            waiter = self._waiter
-            if waiter is not None and not waiter.done():
-                waiter.set_result(None)
-
-    def error_received(self, exc) -> None:  # noqa: D102 - asyncio.DatagramProtocol
-        log.warning("syslog udp error", extra={"error": type(exc).__name__})
-
-    def close(self) -> asyncio.Task:
-        """Stop receiving; the task ends once the queued datagrams are delivered."""
-        self._closing = True
-        if self._transport is not None:
-            self._transport.close()
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
-        return self.task
-
-    def cut(self) -> None:
-        """Give up on what is still queued (counted as ``stopping``)."""
-        if self.task is not None and not self.task.done():
-            self.task.cancel()
-
-    async def _run(self) -> None:
-        server = self._server
-        try:
-            while True:
-                if not self._frames:
-                    if self._closing:
-                        return
-                    self._waiter = asyncio.get_running_loop().create_future()
-                    await self._waiter
-                    self._waiter = None
-                    continue
-                frames = list(self._frames)
-                self._frames.clear()
-                self._queued = 0
-                started = time.perf_counter()
-                bodies = server.strip(frames, self._rejected, started)
-                if bodies:
-                    self._inflight = len(bodies)
-                    await server.accept(bodies)
-                    self._inflight = 0
-        except asyncio.CancelledError:
-            server.invalid("stopping", len(self._frames))  # never framed: not counted yet
-            server.dropped(self._inflight, "stopping")
-        except Exception:  # noqa: BLE001 - keep serving the other datagrams
-            log.exception("syslog udp delivery failed")
 
 
 def _bind_pair(host: str, port: int) -> tuple[socket.socket, socket.socket]:

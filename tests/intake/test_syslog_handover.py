@@ -1,6 +1,7 @@
 """A rolling restart: the new listener shares the port, the old one hands its senders over."""
 
 import asyncio
+import socket
 import time
 
 from services.intake.syslog import SyslogServer
@@ -102,3 +103,19 @@ def test_at_the_deadline_a_connection_stuck_in_accept_is_counted(metrics, sample
     assert sample("ecstatic_intake_lines_received_total", source="bunny") == 10
     assert sample("ecstatic_intake_lines_invalid_total", source="bunny", reason="stopping") == 10
     assert sample("ecstatic_intake_syslog_connections_closed_total", reason="stopping") == 1
+
+
+def test_stop_reads_the_datagrams_the_kernel_already_holds(metrics):
+    accept = Collect()
+
+    async def scenario():
+        server = SyslogServer(accept, metrics, config())
+        await server.start()
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        for i in range(100):  # the loop does not run in between: all wait in the kernel
+            sock.sendto(line(f"d{i}"), ("127.0.0.1", server.port))
+        sock.close()
+        await server.stop(time.monotonic() + 5)
+
+    asyncio.run(scenario())
+    assert accept.ids() == [f"d{i}" for i in range(100)]
