@@ -56,6 +56,7 @@ class SyslogServer:
         self._tcp: asyncio.AbstractServer | None = None
         self._udp: Datagrams | None = None
         self._udp_socket: socket.socket | None = None
+        self._tcp_socket: socket.socket | None = None
         self._port = 0
         self._connections: set[Connection] = set()
         self._sweeper: asyncio.Task | None = None
@@ -85,6 +86,7 @@ class SyslogServer:
         tcp, udp = _bind_pair(self._config.syslog_host, self._requested_port)
         self._port = tcp.getsockname()[1]
         self._tcp = await loop.create_server(lambda: Connection(self), sock=tcp, backlog=_BACKLOG)
+        self._tcp_socket = tcp
         self._udp, self._udp_socket = Datagrams(self), udp
         await loop.create_datagram_endpoint(lambda: self._udp, sock=udp)
         self._sweeper = asyncio.create_task(self._sweep())
@@ -94,14 +96,15 @@ class SyslogServer:
         """Hand over: stop listening, let every open connection finish, then close.
 
         The listening sockets close first, so a process sharing the port (SO_REUSEPORT)
-        takes every new connection. Each open connection then gets a FIN and is read and
+        takes every new connection; connections the kernel had already completed but
+        not yet handed over are taken in first, since closing would reset them (and
+        what their senders wrote). Each open connection then gets a FIN and is read and
         delivered until its peer closes it (a sender that reconnects on EOF loses
         nothing) or ``deadline`` (a ``clock`` value) passes; what is still open then is
         cut and counted (``connections_closed{reason="stopping"}``).
         """
+        await self._close_listener()
         self.stopping = True
-        if self._tcp is not None:
-            self._tcp.close()
         if self._sweeper is not None:
             self._sweeper.cancel()
         connections = list(self._connections)
@@ -124,6 +127,24 @@ class SyslogServer:
             "syslog stopped",
             extra={"handed_over": len(connections) - len(cut), "cut_off": len(cut)},
         )
+
+    async def _close_listener(self) -> None:
+        if self._tcp is None or self._tcp_socket is None:
+            return
+        waiting = []
+        while True:  # no await until the listener is closed: nothing new can queue
+            try:
+                waiting.append(self._tcp_socket.accept()[0])
+            except OSError:  # EAGAIN: the accept queue is empty
+                break
+        self._tcp.close()
+        loop = asyncio.get_running_loop()
+        for sock in waiting:
+            sock.setblocking(False)
+            try:
+                await loop.connect_accepted_socket(lambda: Connection(self), sock)
+            except OSError:
+                sock.close()
 
     def deliver(self, decoder: FrameDecoder, data: bytes) -> list[bytes]:
         """Frame and strip ``data``; count what arrived and what was unusable."""

@@ -119,3 +119,23 @@ def test_stop_reads_the_datagrams_the_kernel_already_holds(metrics):
 
     asyncio.run(scenario())
     assert accept.ids() == [f"d{i}" for i in range(100)]
+
+
+def test_stop_takes_in_the_connections_the_kernel_already_accepted(metrics):
+    accept = Collect()
+
+    async def scenario():
+        server = SyslogServer(accept, metrics, config())
+        await server.start()
+        senders = []
+        for i in range(20):  # the loop does not run: these wait in the accept queue
+            sock = socket.create_connection(("127.0.0.1", server.port))
+            sock.sendall(line(f"c{i}"))
+            sock.shutdown(socket.SHUT_WR)
+            senders.append(sock)
+        await server.stop(time.monotonic() + 5)
+        for sock in senders:
+            sock.close()
+
+    asyncio.run(scenario())
+    assert sorted(accept.ids(), key=lambda i: int(i[1:])) == [f"c{i}" for i in range(20)]
