@@ -140,14 +140,20 @@ class ReleaseBackend(ABC):
 
     @abstractmethod
     def stage(
-        self, site_id: str, release_id: str, source: Path, adopt: bool = False
+        self,
+        site_id: str,
+        release_id: str,
+        source: Path,
+        adopt: bool = False,
+        fresh: Sequence[str] = (),
     ) -> PublishResult:
         """Store the files under ``source`` as a release; visitors see nothing new yet.
 
         The backend may hard-link ``source``'s files: the caller hands them over and
         never writes to them afterwards (the pipeline removes its working directory).
-        ``adopt``: the caller wrote ``source`` itself (no build touched it) and flushed
-        its files; the backend may take the directory over whole (``LocalCDN`` renames).
+        ``adopt``: the caller wrote ``source`` itself (no build touched it); the backend
+        may take the directory over whole (``LocalCDN`` renames it). ``fresh``: the files
+        in it (relative paths) whose contents were not flushed to disk yet.
 
         Raises:
             PublishError: invalid ids or files, or the release could not be stored.

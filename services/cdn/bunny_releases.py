@@ -31,10 +31,15 @@ class BunnyReleases(ReleaseBackend):
         self._bunny = bunny
 
     def stage(
-        self, site_id: str, release_id: str, source: Path, adopt: bool = False
+        self,
+        site_id: str,
+        release_id: str,
+        source: Path,
+        adopt: bool = False,
+        fresh: Sequence[str] = (),
     ) -> PublishResult:
         """Keep the release locally (restores need it)."""
-        return self._store.stage(site_id, release_id, source, adopt=adopt)
+        return self._store.stage(site_id, release_id, source, adopt=adopt, fresh=fresh)
 
     def activate(
         self, site_id: str, hostnames: Sequence[str], release_id: str, preview: bool = False

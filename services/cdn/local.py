@@ -21,6 +21,7 @@ import stat
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from .base import (
@@ -131,21 +132,24 @@ class LocalCDN(CDNBackend, ReleaseBackend):
         release_id: str,
         source: Path | Iterable[SourceFile],
         adopt: bool = False,
+        fresh: Sequence[str] = (),
     ) -> PublishResult:
         """Store a complete release under its final name; nothing is served from it yet.
 
-        ``adopt``: ``source`` is a directory the caller wrote itself, hands over whole
-        and whose files' contents it has flushed to disk (the pipeline's checkout of a
-        plain site). It is checked (regular files and directories only), its modes
-        made readable, its directories flushed, and renamed into place: nothing is
-        linked or copied. On another file system it is linked or copied as usual.
+        ``adopt``: ``source`` is a directory the caller wrote itself and hands over whole
+        (the pipeline's checkout of a plain site); ``fresh`` names the files in it
+        (relative paths) whose contents may not be on disk yet, the others having been
+        flushed before. It is checked (regular files and directories only), its modes
+        made readable, the fresh files and every directory flushed, and renamed into
+        place: nothing is linked or copied. On another file system it is linked or
+        copied as usual.
         """
         final = self.release_path(site_id, release_id)
         final.parent.mkdir(parents=True, exist_ok=True)
         if os.path.lexists(final):
             raise PublishError(f"release {release_id} already exists")
         if adopt and isinstance(source, (str, os.PathLike)):
-            adopted = self._adopt(Path(source), final)
+            adopted = self._adopt(Path(source), final, fresh)
             if adopted is not None:
                 return adopted
         staging = Path(tempfile.mkdtemp(prefix=_TMP_PREFIX, dir=final.parent))
@@ -244,16 +248,16 @@ class LocalCDN(CDNBackend, ReleaseBackend):
 
     # -- internals --------------------------------------------------------------------
 
-    def _adopt(self, source: Path, final: Path) -> PublishResult | None:
+    def _adopt(self, source: Path, final: Path, fresh: Sequence[str]) -> PublishResult | None:
         """Rename a checked directory into place; None where it is on another volume."""
         if source.is_symlink() or not source.is_dir():
             raise PublishError(f"{source} is not a directory")
         try:
+            os.chmod(source, 0o755)
             result, directories = _check_adopted(source)
             if self._sync:
-                for directory in directories:
-                    _fsync_dir(Path(directory))
-            os.chmod(source, 0o755)
+                files = [os.fspath(source.joinpath(*check_relative_path(f))) for f in fresh]
+                _flush_all(files, directories)
             os.rename(source, final)
         except OSError as exc:
             if exc.errno == errno.EXDEV:
@@ -498,6 +502,32 @@ class _ReleaseWriter:
                 raise PublishError(f"{'/'.join(prefix)} is both a file and a directory") from exc
             os.chmod(directory, 0o755)
             self._dirs.add(prefix)
+
+
+_FSYNC_EACH = 64  # more fresh files than this: one sync(2) beats an fsync each
+_FLUSHERS = ThreadPoolExecutor(max_workers=8, thread_name_prefix="fsync")
+
+
+def _flush_all(files: Sequence[str], directories: Sequence[str]) -> None:
+    """Flush files and directories to disk, all at once.
+
+    Each fsync waits for the file system's journal commit; issued together they share
+    the commit instead of waiting for one each, in turn.
+    """
+    if len(files) > _FSYNC_EACH:
+        os.sync()
+        files = ()
+    paths = [*files, *directories]
+    for done in _FLUSHERS.map(_fsync_path, paths):
+        del done  # map re-raises the first failure here
+
+
+def _fsync_path(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _fsync_dir(path: Path) -> None:

@@ -33,6 +33,7 @@ from .checkout import Limits
 from .deploy_api import DeployApi
 from .deploys import DeployStarter
 from .gate import guard
+from .inflight import InFlight
 from .limits import IntakeLimits
 from .locks import SiteLocks
 from .middleware import ErrorGuard, route_of
@@ -140,6 +141,9 @@ def build(ctx: Context) -> list:
     ]
     pipeline = Pipeline(steps, api, metrics, config.git_root / ".work")
     pipeline.sweep()
+    # Deploys a killed git process left unfinished are marked failed ("interrupted").
+    inflight = InFlight(config.git_root / ".inflight")
+    inflight.recover_in_background(api)
     queue = DeployQueue(pipeline, locks, workers=d.workers)
     intake = IntakeLimits(
         max_push_bytes=config.git_max_push_bytes,
@@ -152,7 +156,7 @@ def build(ctx: Context) -> list:
     app = create_app(
         config.git_root,
         authorizer,
-        DeployStarter(api, queue, cdn),
+        DeployStarter(api, queue, cdn, inflight),
         checkout,
         api,
         RestoreApp(api, authorizer.site, cdn, locks),

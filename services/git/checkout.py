@@ -31,6 +31,7 @@ __all__ = [
     "Limits",
     "Plan",
     "StreamedFile",
+    "flush_files",
     "format_bytes",
     "forget_unlinked",
     "iter_files",
@@ -80,7 +81,7 @@ class Plan:
     config: BuildConfig = field(default_factory=BuildConfig)
     file_count: int = 0  # what write_checkout wrote
     bytes: int = 0
-    written: int = 0  # files write_checkout had to write (not in its cache)
+    written: list[tuple[str, bytes]] = field(default_factory=list)  # not from the cache
 
 
 def format_bytes(count: int) -> str:
@@ -159,7 +160,6 @@ def write_checkout(
     dest: Path | None,
     cache: Path | None = None,
     plan: Plan | None = None,
-    durable: bool = False,
 ) -> Plan:
     """Check a commit's whole tree and, given ``dest``, write its files there.
 
@@ -177,7 +177,9 @@ def write_checkout(
         dest: Where to write the tree (must not exist), or None to only check.
         cache: The site's checkout cache, or None.
         plan: The plan the check already made of this very commit (saves a walk).
-        durable: Flush the files written to disk (a release may be made of them).
+
+    The files written (``plan.written``) are not flushed to disk: whoever makes a
+    release of them does (``LocalCDN.stage``'s ``fresh``), or ``flush_files``.
 
     Raises:
         DeployRejected: as ``plan_checkout`` and ``iter_files``.
@@ -194,7 +196,6 @@ def write_checkout(
     if pool is not None:
         os.makedirs(pool, exist_ok=True)
     made: set[str] = {""}
-    written: list[str] = []
     for (path, sha), planned in zip(plan.files, plan.sizes, strict=True):
         parent, _, _name = path.rpartition("/")
         if parent not in made:
@@ -204,7 +205,7 @@ def write_checkout(
         size = planned if cached is not None and _linked(cached, target) else None
         if size is None:
             size = _write_file(store, plan, path, sha, Path(target), limits)
-            written.append(target)
+            plan.written.append((path, sha))
             if cached is not None:
                 with contextlib.suppress(OSError):  # another checkout made it first: fine
                     os.link(target, cached)
@@ -213,9 +214,6 @@ def write_checkout(
         if plan.bytes > limits.max_bytes:  # the plan's sizes said otherwise: never trust
             limit = format_bytes(limits.max_bytes)
             raise DeployRejected(f"the published files add up to more than {limit}, the limit")
-    plan.written = len(written)
-    if durable:
-        _flush(written)
     return plan
 
 
@@ -235,12 +233,16 @@ def _fresh(plan: Plan) -> Plan:
 _FSYNC_EACH = 64  # more new files than this: one sync(2) is cheaper than an fsync each
 
 
-def _flush(paths: list[str]) -> None:
+def flush_files(paths: list[str]) -> None:
+    """Flush files to disk (one ``sync`` when there are many)."""
     if len(paths) > _FSYNC_EACH:
         os.sync()
         return
     for path in paths:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            continue  # removed since: nothing to keep
         try:
             os.fsync(fd)
         finally:

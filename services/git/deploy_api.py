@@ -37,7 +37,12 @@ class DeployApi:
             timeout: Seconds to wait for each answer.
         """
         self._api_url = api_url.rstrip("/")
-        self._session = session or requests.Session()
+        if session is None:
+            session = requests.Session()
+            # The api is Ecstatic's own, reached directly: no proxy or netrc applies, and
+            # reading them from the environment costs milliseconds on every call.
+            session.trust_env = False
+        self._session = session
         self._timeout = timeout
 
     # -- the one call made with the pusher's token --

@@ -17,6 +17,7 @@ from services.cdn.base import CDNBackend
 
 from .deploy_api import DeployApi
 from .deploy_log import DeployLog
+from .inflight import InFlight
 from .pipeline import DeployJob
 from .queue import DeployQueue
 
@@ -52,11 +53,19 @@ class Push:
 class DeployStarter:
     """Creates deploy records and queues their jobs."""
 
-    def __init__(self, api: DeployApi, queue: DeployQueue, cdn: CDNBackend):
-        """Wire the api client, the queue and the CDN (for removing previews)."""
+    def __init__(
+        self,
+        api: DeployApi,
+        queue: DeployQueue,
+        cdn: CDNBackend,
+        inflight: InFlight | None = None,
+    ):
+        """Wire the api client, the queue, the CDN (for removing previews) and the
+        in-flight entries (so a restart after a crash can mark what died)."""
         self._api = api
         self._queue = queue
         self._cdn = cdn
+        self._inflight = inflight
 
     def start(self, push: Push, ref: bytes, sha: bytes) -> DeployJob:
         """Record a queued deploy of ``ref`` at ``sha`` and queue it."""
@@ -82,6 +91,10 @@ class DeployStarter:
             except KeyError:
                 return False
 
+        deploy_id = str(deploy["id"])
+        inflight = self._inflight
+        if inflight is not None:
+            inflight.enter(push.site_id, deploy_id, push.credential)
         job = DeployJob(
             site_id=push.site_id,
             site=push.site,
@@ -91,8 +104,13 @@ class DeployStarter:
             credential=push.credential,
             log=job_log,
             still_current=still_current,
+            finished=(lambda: inflight.leave(deploy_id)) if inflight else (lambda: None),
         )
-        self._queue.submit(job)
+        try:
+            self._queue.submit(job)
+        except BaseException:
+            job.finished()
+            raise
         return job
 
     def remove_preview(self, push: Push, ref: bytes) -> str:

@@ -72,6 +72,7 @@ class DeployJob:
     credential: str  # the short-lived credential for this site's deploys
     log: DeployLog
     still_current: Callable[[], bool] = lambda: True
+    finished: Callable[[], None] = lambda: None  # the record is final (``InFlight.leave``)
     # Filled in by the steps.
     workdir: Path | None = None
     config: Any = None  # the parsed ecstatic.toml (services.build.config.BuildConfig)
@@ -80,6 +81,7 @@ class DeployJob:
     release: str | None = None
     file_count: int = 0
     bytes: int = 0
+    fresh: list[tuple[str, bytes]] = field(default_factory=list)  # written, not yet flushed
     notes: list[str] = field(default_factory=list)
     step_seconds: dict[str, float] = field(default_factory=dict)
     url: str = ""
@@ -180,6 +182,10 @@ class Pipeline:
         self._metrics.deploys.labels("live", "none").inc()
         self._metrics.deploy_duration.observe(self._clock() - started)
         return "live"
+
+    def refuse(self, job: DeployJob, exc: StepFailed) -> None:
+        """A deploy that never got to run (its site stayed busy): failed, with why."""
+        self._fail(job, exc, self._clock())
 
     def _fail(self, job: DeployJob, exc: StepFailed, started: float) -> None:
         for line in exc.tail:

@@ -13,7 +13,7 @@ import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from .locks import LockTimeout, SiteLocks
-from .pipeline import DeployJob, Pipeline
+from .pipeline import DeployJob, Pipeline, StepFailed
 
 __all__ = ["DeployQueue"]
 
@@ -55,10 +55,11 @@ class DeployQueue:
             with self._locks.hold(job.site_id):
                 return self._pipeline.run(job)
         except LockTimeout as exc:
-            job.log.write(f"error: deploy failed: {exc}; the live site was not changed")
+            self._pipeline.refuse(job, StepFailed("internal", str(exc)))
             return "failed"
         finally:
             job.log.close()
+            job.finished()
 
     def start(self) -> None:
         """Nothing to start: workers are made on demand."""

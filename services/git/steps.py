@@ -8,6 +8,7 @@ never touch what visitors see before ``activate``.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from pathlib import Path
 from typing import Protocol
@@ -17,7 +18,15 @@ from cachetools import LRUCache
 from services.cdn.base import PublishError, ReleaseBackend
 from services.core.metrics import GitMetrics
 
-from .checkout import DeployRejected, Limits, Plan, forget_unlinked, format_bytes, write_checkout
+from .checkout import (
+    DeployRejected,
+    Limits,
+    Plan,
+    flush_files,
+    forget_unlinked,
+    format_bytes,
+    write_checkout,
+)
 from .deploy_api import DeployApi
 from .pipeline import DeployJob, StepFailed, Superseded
 
@@ -87,10 +96,10 @@ class Checkout:
                 dest=job.workdir / "src",
                 cache=self._cache(job),
                 plan=plan,
-                durable=True,  # a plain site's release is made of these very files
             )
         except DeployRejected as exc:
             raise StepFailed("rejected", exc.message) from exc
+        job.fresh = checkout.written  # flushed by the release made of them, or by finish
         job.config = checkout.config
         for note in checkout.notes:
             job.log.write(f"note: {note}")
@@ -100,10 +109,17 @@ class Checkout:
         )
 
     def finish(self, job: DeployJob) -> None:
-        """After the deploy: drop the cache entries no release or checkout uses."""
+        """After the deploy: flush what no release flushed, drop unused cache entries.
+
+        A file the cache keeps is linked into later releases as it is, so its contents
+        must be on disk by then, whatever became of this deploy.
+        """
         cache = self._cache(job)
-        if cache is not None:
-            forget_unlinked(cache)
+        if cache is None:
+            return
+        flush_files([os.fspath(cache / sha.decode("ascii")) for _path, sha in job.fresh])
+        job.fresh = []
+        forget_unlinked(cache)
 
     def _cache(self, job: DeployJob) -> Path | None:
         return self._cache_root / job.site_id if self._cache_root else None
@@ -152,12 +168,22 @@ class Publish:
         job.release = release_id(job)
         # A plain site publishes its checkout as it is (builds copy it, never change it):
         # that directory is the pipeline's own, so the backend may take it over whole.
-        adopt = job.workdir is not None and job.publish_dir.is_relative_to(job.workdir / "src")
+        src = job.workdir / "src" if job.workdir is not None else None
+        adopt = src is not None and job.publish_dir.is_relative_to(src)
+        fresh: list[str] = []
+        if adopt:
+            prefix = job.publish_dir.relative_to(src).as_posix()
+            prefix = "" if prefix == "." else prefix + "/"
+            fresh = [p.removeprefix(prefix) for p, _sha in job.fresh if p.startswith(prefix)]
         try:
-            stored = self._cdn.stage(job.site_id, job.release, job.publish_dir, adopt=adopt)
+            stored = self._cdn.stage(
+                job.site_id, job.release, job.publish_dir, adopt=adopt, fresh=fresh
+            )
         except PublishError as exc:
             raise StepFailed("publish_failed", f"could not store the release: {exc}") from exc
         job.file_count, job.bytes = stored.file_count, stored.bytes
+        if adopt and len(fresh) == len(job.fresh):
+            job.fresh = []  # flushed with the release (or by its sync, off the rename path)
         self._metrics.deploy_bytes.observe(stored.bytes)
 
 

@@ -203,3 +203,101 @@ def test_the_queue_runs_one_deploy_per_site_at_a_time_and_closes_each_log(tmp_pa
     queue.stop(5)
     with pytest.raises(RuntimeError, match="stopping"):
         queue.submit(_job())
+
+
+def test_actions_run_in_order_after_the_lines_written_before_them():
+    events = []
+    log = DeployLog(ship=lambda lines: events.append(("ship", list(lines))), batch_seconds=5.0)
+    log.write("one")
+    first = log.then(lambda: events.append(("update", "building")) or "a")
+    log.write("two")
+    started = time.monotonic()
+    assert log.call(lambda: events.append(("update", "live")) or "b") == "b"
+    # An action waiting cuts the batch's wait short: no 5 s pause before a state change.
+    assert time.monotonic() - started < 2.0
+    assert first.result(1) == "a"
+    log.close()
+    shipped_before = [e for e in events[: events.index(("update", "building"))] if e[0] == "ship"]
+    assert [line for _, batch in shipped_before for line in batch][:1] == ["one"]
+    before_live = events[: events.index(("update", "live"))]
+    assert [line for kind, batch in before_live if kind == "ship" for line in batch] == [
+        "one",
+        "two",
+    ]
+    assert events.index(("update", "building")) < events.index(("update", "live"))
+
+
+def test_an_action_that_raises_hands_its_error_to_the_caller():
+    log = DeployLog(ship=lambda lines: None)
+
+    def broken():
+        raise ValueError("no")
+
+    with pytest.raises(ValueError, match="no"):
+        log.call(broken)
+    log.close()
+    assert log.call(lambda: 7) == 7  # after close: run in place
+
+
+class ShippingApi(FakeApi):
+    """Sees the log as the api would: each update notes how many lines it had then."""
+
+    def __init__(self):
+        super().__init__()
+        self.lines: list[str] = []
+        self.seen_at_update: list[tuple[dict, list[str]]] = []
+
+    def append_log(self, lines):
+        self.lines.extend(lines)
+
+    def update(self, credential, site_id, deploy_id, changes):
+        self.seen_at_update.append((changes, list(self.lines)))
+        return super().update(credential, site_id, deploy_id, changes)
+
+
+@pytest.mark.parametrize("outcome", ["live", "failed"])
+def test_the_api_has_the_whole_log_when_the_record_reaches_its_state(tmp_path, metrics, outcome):
+    api = ShippingApi()
+
+    def work(job):
+        for n in range(5):
+            job.log.write(f"building {n}")
+        if outcome == "failed":
+            raise StepFailed("build_failed", "the build ended with exit status 3")
+
+    def record(job):  # as steps.Record does: the line, then the state, through the log
+        job.log.write("live at http://blog.localhost/")
+        job.log.call(lambda: api.update(job.credential, "s1", "d1", {"state": "live"}))
+
+    job = _job()
+    job.log = DeployLog(ship=api.append_log, batch_seconds=0.5)
+    started = time.monotonic()
+    steps = [Step("build", work), Step("record", record)]
+    assert _pipeline(steps, api, metrics, tmp_path).run(job) == outcome
+    job.log.close()
+
+    final, lines_then = api.seen_at_update[-1]
+    if outcome == "failed":
+        assert final["state"] == "failed"
+        assert lines_then == job.log.lines  # every line, the error lines included
+        assert lines_then[-2:] == [
+            "error: deploy failed: the build ended with exit status 3",
+            "error: the live site was not changed",
+        ]
+    else:
+        assert final == {"state": "live"}
+        assert lines_then == job.log.lines and lines_then[-1] == "live at http://blog.localhost/"
+    # The state changes never waited out the 0.5 s batch.
+    assert time.monotonic() - started < 0.5
+
+
+def test_a_deploy_whose_site_stays_busy_is_recorded_failed(tmp_path, metrics):
+    api = FakeApi()
+    locks = SiteLocks(tmp_path / "locks", timeout=0.2, poll=0.02)
+    queue = DeployQueue(_pipeline([Step("build")], api, metrics, tmp_path), locks, workers=1)
+    job = _job()
+    with locks.hold("s1"):
+        assert queue.submit(job).result(10) == "failed"
+    assert api.updates[-1]["state"] == "failed" and api.updates[-1]["reason"] == "internal"
+    assert "error: deploy failed: another deploy of site s1 is still running" in job.log.lines
+    queue.stop(5)

@@ -324,3 +324,45 @@ def test_a_dot_dot_tree_from_a_hostile_client_is_refused(room, tmp_path):
     assert room.deploys(token, site_id) == []
     assert b"refs/heads/main" not in room.repos.open(site_id).get_refs()
     assert not room.live("dotdot.localhost").exists()
+
+
+# -- the log and the state ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("outcome", ["live", "failed"])
+def test_whoever_sees_the_final_state_can_read_the_whole_log(room, git, work, outcome):
+    site_id, token = room.new_site(f"whole-log-{outcome}")
+    files = {"index.html": "x"}
+    if outcome == "failed":
+        files["ecstatic.toml"] = '[build]\ncommand = "echo compiling && exit 3"\npublish = "."\n'
+    commit(git, work, files)
+    pushed = {}
+    pusher = threading.Thread(
+        target=lambda: pushed.update(
+            r=git("push", room.url(site_id, token), "main", cwd=work, check=False)
+        )
+    )
+    pusher.start()
+
+    # Read the log the moment the record says it is over, as a client polling would.
+    deadline = time.monotonic() + 60
+    while True:
+        deploys = room.deploys(token, site_id)
+        if deploys and deploys[0]["state"] in ("live", "failed"):
+            lines = room.log(token, site_id, deploys[0]["id"])["lines"]
+            break
+        assert time.monotonic() < deadline, deploys
+        time.sleep(0.005)
+    pusher.join(60)
+
+    assert deploys[0]["state"] == outcome
+    remote = [
+        line.removeprefix("remote: ").rstrip()
+        for line in pushed["r"].stderr.splitlines()
+        if line.startswith("remote: ") and "deploy queued" not in line
+    ]
+    assert remote and lines == remote  # every line the pusher saw, nothing missing
+    if outcome == "live":
+        assert lines[-1] == "live at http://whole-log-live.localhost:8080/"
+    else:
+        assert "compiling" in lines and lines[-1] == "error: the live site was not changed"

@@ -38,6 +38,7 @@ REASONS = (
     "superseded",
     "cancelled",
     "internal",
+    "interrupted",  # the git process running it died (kill -9, crash); found at its restart
 )
 
 NEXT: dict[str, frozenset[str]] = {
