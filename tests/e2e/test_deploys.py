@@ -322,9 +322,11 @@ def test_kill_9_of_git_mid_build_keeps_the_site_and_the_next_push_deploys(
     stack.ecstatic("up", "--timeout", "120")  # waits until every part is healthy again
     assert _page(stack, host).content == before
 
+    # The restarted git finds the killed deploy's in-flight entry and marks it.
+    wait_for(lambda: deploys(stack, token, site["id"])[0]["state"] == "failed", 30, 0.2, "marked")
     killed = deploys(stack, token, site["id"])[0]
-    print(f"the deploy killed mid-build is left {killed['state']!r} ({killed['reason']!r})")
-    assert not killed["current"] and killed["state"] != "live", killed
+    assert (killed["state"], killed["reason"]) == ("failed", "interrupted"), killed
+    assert not killed["current"], killed
 
     after = b"<h1>after the crash</h1>"
     sha = commit(repo, {"index.html": after, "ecstatic.toml": None}, "after")
@@ -335,8 +337,10 @@ def test_kill_9_of_git_mid_build_keeps_the_site_and_the_next_push_deploys(
     live = _site(stack, token, site["id"])["live_deploy"]
     assert live["commit_sha"] == sha and live["state"] == "live", live
 
-    # NOTE(e2e): the pusher of the killed deploy is NOT told: Caddy 2.6 keeps the client's
-    # connection open after the upstream died mid-response, so that `git push` hangs until
-    # the pusher interrupts it (README, "Known limitations"). Here it is ended by hand.
+    # NOTE(e2e): the pusher of the killed deploy is NOT told. Caddy 2.6 ends a streamed
+    # response whose upstream died *cleanly* (terminating chunk, keep-alive), and git's
+    # stateless-RPC push then waits for ever on its helper's pipe; without Caddy the push
+    # fails at once. tests/git/test_git_caddy_truncation.py pins the Caddy half and says
+    # why (newer Caddy aborts the connection). Here the push is ended by hand.
     kill_push(process)
     thread.join(10)
