@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -156,13 +157,18 @@ class Pipeline:
                 raise Superseded()
             for step in self.steps:
                 wanted = STATE_OF_STEP.get(step.name, state)
+                notice = None
                 if wanted != state:
                     self._update(job, {"state": wanted, "step": step.name})
                     state = wanted
                 else:
-                    self._update(job, {"step": step.name})
+                    notice = _StepNotice(lambda name=step.name: self._update(job, {"step": name}))
                 began = self._clock()
-                step.run(job)
+                try:
+                    step.run(job)
+                finally:
+                    if notice is not None:
+                        notice.cancel()
                 job.step_seconds[step.name] = round(self._clock() - began, 4)
                 self._metrics.step_duration.labels(step.name).observe(job.step_seconds[step.name])
         except Superseded:
@@ -233,6 +239,35 @@ class Pipeline:
                 log.warning("deploy record update timed out", extra={"site_id": job.site_id})
         else:
             job.log.then(send)
+
+
+class _StepNotice:
+    """Names a step in the record only if it is still running after a moment.
+
+    A step that changes no state (a build, the switch, the record) is worth showing
+    while it takes long; a fast one would only cost the api a write during the deploy.
+    The lock orders a late notice before whatever update follows the step's end.
+    """
+
+    DELAY = 0.25
+
+    def __init__(self, send: Callable[[], None]):
+        self._send = send
+        self._lock = threading.Lock()
+        self._cancelled = False
+        self._timer = threading.Timer(self.DELAY, self._fire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _fire(self) -> None:
+        with self._lock:
+            if not self._cancelled:
+                self._send()
+
+    def cancel(self) -> None:
+        with self._lock:
+            self._cancelled = True
+        self._timer.cancel()
 
 
 def _remove(path: Path | None) -> None:

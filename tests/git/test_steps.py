@@ -423,9 +423,12 @@ def test_a_busy_site_times_out_in_the_queue(env, tmp_path):
     job = env.job(env.commit({"index.html": "x"}))
     with locks.hold(SITE_ID):
         assert queue.submit(job).result(10) == "failed"
-    [line] = job.log.lines
-    assert line.startswith("error: deploy failed: ") and "the live site was not changed" in line
-    assert list(job.log.follow()) == [line]  # closed
+    assert job.log.lines == [
+        f"error: deploy failed: another deploy of site {SITE_ID} is still running",
+        "error: the live site was not changed",
+    ]
+    assert list(job.log.follow()) == job.log.lines  # closed
+    assert env.api.deploys[job.deploy_id]["state"] == "failed"
     queue.stop(5)
 
 
