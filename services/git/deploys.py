@@ -106,11 +106,9 @@ class DeployStarter:
             still_current=still_current,
             finished=(lambda: inflight.leave(deploy_id)) if inflight else (lambda: None),
         )
-        try:
-            self._queue.submit(job)
-        except BaseException:
-            job.finished()
-            raise
+        # Not queued (the process is stopping)? The entry stays, held until the process
+        # exits: the next start marks the record interrupted rather than leave it queued.
+        self._queue.submit(job)
         return job
 
     def remove_preview(self, push: Push, ref: bytes) -> str:

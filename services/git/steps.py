@@ -53,7 +53,7 @@ class Checkout:
     """Write the pushed commit's tree into the deploy's fresh working directory."""
 
     name = "checkout"
-    _PLANS_KEPT = 16  # plans of recently checked commits, for the deploys that follow
+    _PLANS_KEPT = 8  # plans of checked commits whose deploys have not started yet
 
     def __init__(self, limits: Limits, cache_root: Path | None = None):
         """Bound what a checkout may hold (files, bytes, depth, per-file size).
@@ -86,8 +86,8 @@ class Checkout:
     def run(self, job: DeployJob) -> None:
         """Check out the commit; the build config and notes land on the job."""
         assert job.workdir is not None
-        with self._lock:
-            plan = self._plans.get(job.commit)
+        with self._lock:  # taken, not kept: a big tree's plan is not small
+            plan = self._plans.pop(job.commit, None)
         try:
             checkout = write_checkout(
                 job.repo.object_store,
