@@ -90,8 +90,14 @@ class Follower:
         self._wake.set()
 
     async def run(self) -> None:
-        """Follow until ``stop``; I/O errors are logged and retried, never raised."""
+        """Follow until ``stop``; I/O errors are logged and retried, never raised.
+
+        Starts once this process holds the offsets (``OffsetStore.claim``): in a
+        hand-over the new intake waits here until the old one has stopped following.
+        """
         try:
+            if not await self._claim():
+                return
             while not self._stopping:
                 retry = False
                 try:
@@ -109,6 +115,18 @@ class Follower:
                     await self._sleep(self._poll)
         finally:
             self._close()
+            self._offsets.release()
+
+    async def _claim(self) -> bool:
+        waiting = False
+        while not self._offsets.claim():
+            if self._stopping:
+                return False
+            if not waiting:
+                log.info("another process follows the file", extra={"file": self._path.name})
+                waiting = True
+            await self._sleep(self._poll)
+        return True
 
     async def _sleep(self, seconds: float) -> None:
         try:

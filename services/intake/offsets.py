@@ -3,10 +3,15 @@
 A position names a file by inode plus a fingerprint of its first bytes: inode numbers
 are reused once a rotated file is deleted, and resuming a new file at an old offset
 would silently skip its beginning.
+
+Only one process at a time may move the offsets (``claim``): during a hand-over the old
+and the new intake run side by side, and two followers reading from one saved offset
+would both store the same lines.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import logging
@@ -41,6 +46,29 @@ class OffsetStore:
     def __init__(self, path: Path):
         self._path = Path(path)
         self._positions: dict[str, dict] | None = None
+        self._lock: int | None = None  # the claim's file descriptor while held
+
+    def claim(self) -> bool:
+        """Take the sole right to follow (an flock on ``<file>.lock``); False while another
+        process holds it. The lock goes with the process (or ``release``), and whoever
+        takes it next reads the positions afresh: what the previous holder saved last."""
+        if self._lock is not None:
+            return True
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self._path.with_name(self._path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        self._lock, self._positions = fd, None
+        return True
+
+    def release(self) -> None:
+        """Let the next process claim the offsets."""
+        if self._lock is not None:
+            os.close(self._lock)
+            self._lock = None
 
     def _all(self) -> dict[str, dict]:
         if self._positions is None:

@@ -15,11 +15,14 @@ import time
 
 import pytest
 
+from services.core.config import Config
 from services.intake.syslog_peers import PAUSE_AT
 from tests.intake.zero_loss_helpers import (
+    CaddyWriter,
     IntakeProcess,
     Sender,
     StubApi,
+    caddy_path,
     frame,
     process_env,
     request_id,
@@ -33,6 +36,7 @@ pytestmark = pytest.mark.integration
 
 LINES = 60_000
 RATE = 12_000  # lines/s: the stream lasts ~5 s, long enough to stop a process inside it
+CADDY_LINES, CADDY_RATE = 6_000, 1_500
 READ_SIZE = asyncio.selector_events._SelectorSocketTransport.max_size  # one recv()
 
 
@@ -79,16 +83,17 @@ def _finish(sender: Sender, timeout: float = 120.0) -> None:
     assert sender.written == list(range(LINES))  # each line fully written exactly once
 
 
-def _assert_exactly_once(env, last: IntakeProcess) -> None:
-    counted = wait_for_count(last, LINES)
+def _assert_exactly_once(env, last: IntakeProcess, others: list[str] = ()) -> None:
+    expected = [request_id(n) for n in range(LINES)] + list(others)
+    counted = wait_for_count(last, len(expected))
     assert last.terminate() == 0, last.tail()
     stored = stored_ids(env)
     duplicated = {rid: n for rid, n in stored.items() if n > 1}
-    missing = [n for n in range(LINES) if request_id(n) not in stored]
+    missing = [line for line in expected if line not in stored]
     assert not duplicated, f"{len(duplicated)} lines stored twice, e.g. {list(duplicated)[:5]}"
     assert not missing, f"{len(missing)} lines lost, e.g. {missing[:5]} (stats API: {counted})"
-    assert len(stored) == LINES
-    assert counted == LINES
+    assert len(stored) == len(expected)
+    assert counted == len(expected)
 
 
 def test_sigterm_mid_stream_then_restart(processes, env):
@@ -113,7 +118,10 @@ def test_restart_under_load_with_the_hand_over(processes, env):
     old = processes()
     old.wait_listening()
     sender = Sender(old.syslog_port, LINES, RATE)
+    # Caddy's log meanwhile: old and new intake both see the file during the overlap.
+    caddy = CaddyWriter(Config.from_env(env).access_log, CADDY_LINES, CADDY_RATE)
     sender.start()
+    caddy.start()
     _wait_until_sent(sender, LINES // 4)
     new = processes()
     new.wait_listening()  # both listen on the port now (SO_REUSEPORT)
@@ -121,11 +129,13 @@ def test_restart_under_load_with_the_hand_over(processes, env):
     handed_at = sender.next
     assert old.terminate() == 0, old.tail()
     _finish(sender)
+    caddy.join(60)
+    assert caddy.error is None and caddy.written == CADDY_LINES, caddy.error
     assert handed_at < LINES, "the stream ended before the hand-over"
     assert sender.connections[0].ended_by == "eof"
     assert sender.refused == 0  # the port always had a listener
     print(f"\nhand-over at line {handed_at}; {len(sender.connections)} connections")
-    _assert_exactly_once(env, new)
+    _assert_exactly_once(env, new, [caddy_path(n) for n in range(CADDY_LINES)])
 
 
 def test_kill_9_mid_stream_loses_at_most_the_unread(processes, env):

@@ -35,6 +35,7 @@ from tests.e2e.stackdriver import PORT_NAMES, free_ports
 
 SITE = "5a5a5a5a5a5a5a5a"
 HOST = "zeroloss.b-cdn.net"
+CADDY_HOST = "zeroloss.localhost"
 TOKEN = "ecs_zeroloss"
 CHROME = (
     "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
@@ -77,7 +78,7 @@ class StubApi:
     def _app(self, environ, start_response):
         path = environ["PATH_INFO"]
         if path == "/internal/hostmap":
-            status, body = "200 OK", {"hosts": {HOST: SITE}}
+            status, body = "200 OK", {"hosts": {HOST: SITE, CADDY_HOST: SITE}}
         elif environ.get("HTTP_AUTHORIZATION") != f"Bearer {TOKEN}":
             status, body = "401 Unauthorized", {"error": "unauthorized"}
         elif path.rstrip("/").endswith(SITE):
@@ -224,13 +225,17 @@ _STORED_IDS = """
 import json, sys
 from services.core.storage import open_storage
 storage = open_storage(sys.argv[1])
-rows = storage.rows("SELECT request_id, count() AS n FROM requests GROUP BY request_id")
-json.dump({row["request_id"]: row["n"] for row in rows}, sys.stdout)
+rows = storage.rows(
+    "SELECT if(log_source = 'caddy', path, request_id) AS id, count() AS n"
+    " FROM requests GROUP BY id"
+)
+json.dump({row["id"]: row["n"] for row in rows}, sys.stdout)
 """
 
 
 def stored_ids(env: dict[str, str]) -> dict[str, int]:
-    """Every stored request id and how often, read from the data path (no process on it)."""
+    """Every stored line's id and how often, read from the data path (no process on it):
+    a Bunny line's request id, a Caddy line's path."""
     result = subprocess.run(
         [sys.executable, "-c", _STORED_IDS, Config.from_env(env).clickhouse_url],
         env=env,
@@ -256,6 +261,55 @@ def spooled_ids(env: dict[str, str]) -> set[str]:
                 for row in data[offset : offset + length].splitlines():
                     found.add(json.loads(row)[column])
     return found
+
+
+def caddy_path(n: int) -> str:
+    return f"/caddy/{n}"
+
+
+class CaddyWriter(threading.Thread):
+    """Appends ``total`` Caddy access-log lines to ``path`` at ``rate`` lines/s."""
+
+    def __init__(self, path: Path, total: int, rate: float):
+        super().__init__(name="caddy-writer", daemon=True)
+        self.path, self.total, self.rate = path, total, rate
+        self.written = 0
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            started = time.monotonic()
+            with open(self.path, "ab", buffering=0) as log:
+                while self.written < self.total:
+                    upto = min(self.total, self.written + 10)
+                    log.write(b"".join(_caddy_line(n) for n in range(self.written, upto)))
+                    self.written = upto
+                    time.sleep(max(0.0, started + upto / self.rate - time.monotonic()))
+        except BaseException as exc:  # noqa: BLE001 - reported to the test
+            self.error = exc
+
+
+def _caddy_line(n: int) -> bytes:
+    record = {
+        "level": "info",
+        "ts": time.time(),
+        "logger": "http.log.access.log0",
+        "msg": "handled request",
+        "request": {
+            "remote_ip": f"10.200.{n >> 8 & 255}.{n & 255}",
+            "remote_port": "41714",
+            "proto": "HTTP/1.1",
+            "method": "GET",
+            "host": CADDY_HOST,
+            "uri": caddy_path(n),
+            "headers": {"User-Agent": [CHROME]},
+        },
+        "duration": 0.001,
+        "size": 3,
+        "status": 200,
+    }
+    return json.dumps(record).encode() + b"\n"
 
 
 # -- the sender -------------------------------------------------------------------------
