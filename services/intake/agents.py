@@ -2,21 +2,31 @@
 
 device-detector (Matomo's data) names browsers, systems and devices and knows many
 bots; crawler-user-agents (the monperrus list) catches crawlers and HTTP libraries it
-does not. device-detector is slow the first time it sees a UA, and real traffic
-repeats a few thousand UAs, so an LRU cache keyed on the UA string sits in front.
+does not. device-detector is slow the first time it sees a UA (tens of milliseconds),
+and real traffic repeats a few thousand UAs, so an LRU cache keyed on the UA string
+sits in front. The cache is saved at stop and loaded at start (``agents.json`` in the
+intake's state, owner-only; user agents, no addresses), so a restart does not pay
+every known UA again; a saved cache from other parser versions is ignored.
 """
 
 from __future__ import annotations
 
+import json
+import logging
+import os
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
-from functools import lru_cache
+from dataclasses import astuple, dataclass
+from importlib.metadata import version
+from pathlib import Path
 
 import crawleruseragents
+from cachetools import LRUCache
 from device_detector import DeviceDetector
 
 __all__ = ["Agent", "AgentParser"]
+
+log = logging.getLogger(__name__)
 
 # Real UAs stay well under this; parsing attacker-sized ones would only burn CPU.
 _PARSE_CHARS = 1024
@@ -56,17 +66,52 @@ class AgentParser:
         self._detect = detect
         # device-detector shares parser objects between calls: one parse at a time.
         self._lock = threading.Lock()
-        self._cached = lru_cache(maxsize=cache_size)(self._parse)
+        self._cache: LRUCache[str, Agent] = LRUCache(maxsize=cache_size)
+        self._cache_lock = threading.Lock()  # LRUCache reorders on every get
+        self.hits = self.misses = 0
 
     def parse(self, user_agent: str) -> Agent:
         """The browser, OS, device and bot verdict of a user agent."""
         # Only the first characters are parsed, so only they key the cache: a client
         # sending huge distinct user agents cannot make the cache hold them whole.
-        return self._cached(user_agent[:_PARSE_CHARS])
+        sample = user_agent[:_PARSE_CHARS]
+        with self._cache_lock:
+            agent = self._cache.get(sample)
+        if agent is None:
+            self.misses += 1
+            agent = self._parse(sample)
+            with self._cache_lock:
+                self._cache[sample] = agent
+        else:
+            self.hits += 1
+        return agent
 
-    def cache_info(self):
-        """Hits and misses of the user-agent cache (``functools.lru_cache`` statistics)."""
-        return self._cached.cache_info()
+    def save(self, path: Path) -> None:
+        """Write the cache (owner-only, atomically) for the next process."""
+        with self._cache_lock:
+            entries = [[sample, *astuple(agent)] for sample, agent in self._cache.items()]
+        data = json.dumps({"versions": _versions(), "agents": entries})
+        tmp = path.with_name(path.name + ".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(data)
+        os.replace(tmp, path)
+
+    def load(self, path: Path) -> int:
+        """Fill the cache from ``save``'s file; returns how many entries were taken."""
+        try:
+            data = json.loads(path.read_text())
+            if data.get("versions") != _versions():
+                return 0  # other parser data: parse afresh
+            with self._cache_lock:
+                for sample, *fields in data["agents"][: self._cache.maxsize]:
+                    self._cache[str(sample)[:_PARSE_CHARS]] = Agent(*fields)
+        except FileNotFoundError:
+            return 0
+        except (OSError, ValueError, TypeError, KeyError):
+            log.warning("saved user agents unreadable, ignoring them")
+            return 0
+        return len(self._cache)
 
     def _parse(self, sample: str) -> Agent:
         with self._lock:
@@ -95,3 +140,7 @@ class AgentParser:
     def warm_up(self) -> None:
         """Load device-detector's rule files now (seconds) instead of on the first line."""
         self._parse("Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/120.0 Safari/537.36")
+
+
+def _versions() -> dict[str, str]:
+    return {name: version(name) for name in ("device_detector", "crawler-user-agents")}

@@ -164,7 +164,11 @@ class RowMaker:
     # -- Bunny's JSON record, the hot path ------------------------------------------
 
     def _bunny_fast(self, body: bytes):
-        """The row, or None to let the slow path judge the record."""
+        """The row, or None to let the slow path judge the record.
+
+        The same row ``_row`` would build, written out flat: this runs per line, and
+        each call and attribute lookup saved here is a share of the intake's speed.
+        """
         try:
             record = _decode_bunny(body)
         except (msgspec.DecodeError, msgspec.ValidationError):
@@ -172,29 +176,39 @@ class RowMaker:
         ts = record.Timestamp
         status = record.Status
         size = record.BytesSent
-        if not (
-            self._window[0] <= ts <= self._window[1]
-            and 100 <= status <= 599
-            and 0 <= size < 2**63
-            and record.Host
-        ):
+        host = record.Host
+        low, high = self._window
+        if not (low <= ts <= high and 100 <= status <= 599 and 0 <= size < 2**63 and host):
             return None  # out of range or odd: the slow path names the reason
-        if self._seen is not None and record.RequestId and self._seen(record.RequestId):
+        request_id = record.RequestId
+        if self._seen is not None and request_id and self._seen(request_id):
             raise InvalidLine("duplicate")
-        site = self._hosts.get(record.Host) or self._site(record.Host)
-        return self._row(
+        site = self._hosts.get(host) or self._site(host)
+        user_agent = record.UserAgent
+        hasher = self._hashers.get(ts // DAY_MS) or self._hasher(ts // DAY_MS)
+        digest = hasher.copy()
+        digest.update(f"{site}\0{record.RemoteIp}\0{user_agent}".encode())
+        agent = self._agents(user_agent)
+        method = record.Method
+        country = record.Country
+        return (
             site,
             ts,
-            record.Host,
-            record.Method.upper()[:_METHOD_CHARS] or "GET",
+            host,
+            "GET" if method == "GET" else (method.upper()[:_METHOD_CHARS] or "GET"),
             record.PathAndQuery or "/",
             status,
             size,
             record.Referer,
-            record.UserAgent,
-            record.RemoteIp,
-            _country(record.Country),
-            record.RequestId,
+            agent.browser,
+            agent.os,
+            agent.device,
+            agent.is_bot,
+            agent.bot_reason,
+            _COUNTRIES.get(country) or _country(country),
+            int.from_bytes(digest.digest(), "big"),
+            "bunny",
+            request_id,
             bool(record.HeaderRange),
         )
 
@@ -281,5 +295,12 @@ class RowMaker:
         return hasher
 
 
+# ISO 3166-1 alpha-2 codes as Bunny sends them, mapped to themselves: one dict hit.
+_COUNTRIES: dict[str, str] = {}
+
+
 def _country(value: str) -> str:
-    return value.upper() if len(value) == 2 and value.isascii() and value.isalpha() else ""
+    code = value.upper() if len(value) == 2 and value.isascii() and value.isalpha() else ""
+    if code and len(_COUNTRIES) < 1024:
+        _COUNTRIES[value] = code
+    return code

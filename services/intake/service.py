@@ -183,7 +183,7 @@ class IntakeService:
             await syslog.start()
             # device-detector loads its rules in seconds: first job of the worker, so
             # start() returns at once and the first lines simply queue behind it.
-            warm_up = self._loop.run_in_executor(worker, self._agents.warm_up)
+            warm_up = self._loop.run_in_executor(worker, self._warm_up)
             self._tasks = [
                 asyncio.create_task(writer.run(), name="writer"),
                 asyncio.create_task(follower.run(), name="caddy-follower"),
@@ -199,6 +199,21 @@ class IntakeService:
             warm_up.cancel()
         finally:
             worker.shutdown(wait=False, cancel_futures=True)
+
+    def _warm_up(self) -> None:
+        loaded = self._agents.load(self._agents_file)
+        self._agents.warm_up()
+        log.info("user agents loaded", extra={"agents": loaded})
+
+    def _save_agents(self) -> None:
+        try:
+            self._agents.save(self._agents_file)
+        except OSError as exc:
+            log.warning("user agents not saved", extra={"error": str(exc)})
+
+    @property
+    def _agents_file(self):
+        return self._config.intake_state_dir / "agents.json"
 
     def _prepare_storage(self) -> None:
         try:
@@ -223,6 +238,7 @@ class IntakeService:
             task.cancel()  # stuck on a dependency: its lines stay in the file, not lost
         writer.close(time.time() + left())
         await asyncio.wait([writer_task], timeout=left() + 0.5)
+        self._save_agents()
         log.info("intake stopped", extra={"unstored_rows": writer.unstored_rows})
 
 
