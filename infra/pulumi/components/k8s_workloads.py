@@ -16,6 +16,7 @@ from services.targets import STATE
 from .cloud_init import STATE_NODE_LABEL
 
 __all__ = [
+    "HANDS_OVER",
     "HOME",
     "LABEL",
     "STATE_NODE",
@@ -38,6 +39,9 @@ LABEL = "app.kubernetes.io/name"
 # The node whose local-path volumes live on the Hetzner state volume (the k3s server).
 STATE_NODE = dict([STATE_NODE_LABEL.split("=", 1)])
 PART_OF = {"app.kubernetes.io/part-of": "ecstatic"}
+# Parts whose state is made for two processes at once (the intake: a spool segment per
+# process, one follower of Caddy's log at a time), so a rolling update loses nothing.
+HANDS_OVER = frozenset({"intake"})
 
 Json = dict[str, Any]
 
@@ -223,10 +227,17 @@ def deployment_spec(w: Workload) -> Json:
     return {
         "replicas": w.replicas,
         "selector": {"matchLabels": {LABEL: w.name}},
-        # A part that writes state never overlaps with its successor on the same volume.
-        "strategy": {"type": "Recreate"} if w.writes else {"type": "RollingUpdate"},
+        "strategy": _strategy(w),
         "template": {"metadata": template_meta, "spec": pod_spec(w)},
     }
+
+
+def _strategy(w: Workload) -> Json:
+    if w.name in HANDS_OVER:
+        # The new pod is ready before the old one gets SIGTERM and drains its senders.
+        return {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
+    # Any other part that writes state never overlaps with its successor on the volume.
+    return {"type": "Recreate"} if w.writes else {"type": "RollingUpdate"}
 
 
 def service_specs(w: Workload) -> dict[str, Json]:
