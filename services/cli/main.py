@@ -66,9 +66,23 @@ def cmd_down(config: Config, args) -> int:
 def cmd_start_stop(config: Config, args) -> int:
     from services.cli.stack import Stack
 
-    result = Stack(config).ctl(args.command, *args.parts, check=False)
+    result = Stack(config).control(args.command, args.parts)
     print(result.stdout.strip())
     return 0 if result.returncode == 0 else 1
+
+
+def cmd_restart(config: Config, args) -> int:
+    from services.cli.stack import Stack, StackError
+
+    stack = Stack(config)
+    for name in args.parts:
+        try:
+            program = stack.restart(name, timeout=args.timeout)
+        except StackError as exc:
+            print(f"ecstatic restart failed: {exc}", file=sys.stderr)
+            return 1
+        print(f"{name} restarted ({program})")
+    return 0
 
 
 def status_report(config: Config) -> dict:
@@ -153,6 +167,13 @@ def parser() -> argparse.ArgumentParser:
         sp = sub.add_parser(name, help=f"{name} parts of the running stack (e.g. api intake-query)")
         sp.add_argument("parts", nargs="+")
         sp.set_defaults(func=cmd_start_stop)
+    rs = sub.add_parser(
+        "restart",
+        help="restart parts of the running stack; intake-query hands over (no line lost)",
+    )
+    rs.add_argument("parts", nargs="+")
+    rs.add_argument("--timeout", type=float, default=120.0)
+    rs.set_defaults(func=cmd_restart)
     st = sub.add_parser("status", help="each part with its URL and health, and Prometheus targets")
     st.add_argument("--json", action="store_true")
     st.set_defaults(func=cmd_status)

@@ -61,8 +61,9 @@ def taken(ports: Iterable[int], ours: int | None = None) -> list[str]:
     return problems
 
 
-def owned_by(port: int, pid: int | None) -> bool:
-    """True when something listens on ``port`` and every listener is ``pid`` or its child."""
-    members = family(pid)
+def owned_by(port: int, *pids: int | None) -> bool:
+    """True when something listens on ``port`` and every listener is one of ``pids`` or
+    their children (two during a hand-over: the old and the new process)."""
+    members = set().union(*(family(pid) for pid in pids))
     listeners = holders(port)
     return bool(members) and bool(listeners) and listeners <= members

@@ -2,6 +2,12 @@
 
 Everything is generated under ``$ECSTATIC_HOME/run`` from the config, so two stacks with
 different homes and ports can run side by side (the end-to-end tests rely on that).
+
+The intake's process has two supervisord programs (slots) that take turns: ``restart``
+starts the idle slot beside the running one (its ports are SO_REUSEPORT), waits until it
+holds every port and answers, then stops the old one, which drains its senders to the
+new one. So a restart under load loses no line. Only a running slot counts for state
+and health.
 """
 
 from __future__ import annotations
@@ -28,6 +34,10 @@ __all__ = ["Part", "parts", "Stack", "StackError"]
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
+# Which slot's state a part shows, most telling first.
+_LIVELIEST = ("RUNNING", "STARTING", "BACKOFF", "STOPPING", "FATAL", "EXITED")
+
+
 class StackError(RuntimeError):
     """The stack could not be brought to the asked state."""
 
@@ -42,6 +52,12 @@ class Part:
     metrics_url: str | None
     ports: tuple[int, ...]  # every port it binds: each must be free, then held by it
     stop_seconds: int = 40
+    slots: tuple[str, ...] = ()  # programs taking turns across restarts; () = just ``name``
+
+    @property
+    def programs(self) -> tuple[str, ...]:
+        """Its supervisord programs; the first is the one started by default."""
+        return self.slots or (self.name,)
 
 
 def _caddyfile() -> Path:
@@ -73,6 +89,8 @@ def parts(config: Config) -> list[Part]:
             _local(config, process.http.name, "/healthz"),
             _local(config, process.http.name, "/metrics"),
             tuple(config.port(lis.name) for lis in process.listeners),
+            # A process with the intake binds its ports SO_REUSEPORT: it can hand over.
+            slots=(process.name, f"{process.name}-b") if "intake" in process.rooms else (),
         )
         # The embedded engine: the ClickHouse owners share one process (see processes()).
         for process in targets.processes(config.embedded_clickhouse)
@@ -144,13 +162,16 @@ def supervisord_config(config: Config) -> str:
     ]
     for part in parts(config):
         command = " ".join(_quote(arg) for arg in part.command)
-        sections.append(
-            f"\n[program:{part.name}]\ncommand={command}\ndirectory={config.home}\n"
-            f"autostart=true\nautorestart=true\nstartsecs=1\nstartretries=3\n"
-            f"stopsignal=TERM\nstopwaitsecs={part.stop_seconds}\nstopasgroup=true\nkillasgroup=true\n"
-            f"redirect_stderr=true\nstdout_logfile={logs / (part.name + '.log')}\n"
-            f"stdout_logfile_maxbytes=20MB\nstdout_logfile_backups=3\n"
-        )
+        for program in part.programs:
+            autostart = "true" if program == part.programs[0] else "false"
+            sections.append(
+                f"\n[program:{program}]\ncommand={command}\ndirectory={config.home}\n"
+                f"autostart={autostart}\nautorestart=true\nstartsecs=1\nstartretries=3\n"
+                f"stopsignal=TERM\nstopwaitsecs={part.stop_seconds}\nstopasgroup=true\n"
+                f"killasgroup=true\nredirect_stderr=true\n"
+                f"stdout_logfile={logs / (program + '.log')}\n"
+                f"stdout_logfile_maxbytes=20MB\nstdout_logfile_backups=3\n"
+            )
     return "".join(sections)
 
 
@@ -226,9 +247,7 @@ class Stack:
         states = self.states() if running else {}
         # A part already RUNNING holds its own ports; every other part needs them free.
         starting = [p for p in parts(self.config) if states.get(p.name) != "RUNNING"]
-        problems = ports.taken(
-            (port for part in starting for port in part.ports), ours=self._pid()
-        )
+        problems = ports.taken((port for part in starting for port in part.ports), ours=self._pid())
         if problems:
             raise StackError(
                 "cannot start: " + "; ".join(problems) + ". Stop that program, or choose other "
@@ -237,7 +256,9 @@ class Stack:
         if running:
             self.ctl("reread", check=False)
             self.ctl("update", check=False)
-            self.ctl("start", "all", check=False)
+            # One program per part: "start all" would start both slots of the intake.
+            if starting:
+                self.ctl("start", *(self.program(p.name) for p in starting), check=False)
         else:
             subprocess.run(
                 [sys.executable, "-m", "supervisor.supervisord", "-c", str(self.conf_path)],
@@ -248,13 +269,87 @@ class Stack:
 
     def health(self) -> dict[str, bool]:
         """Each part's health: RUNNING under this stack's supervisord, every one of its
-        ports held by that very process (or its children), and its health URL answering."""
-        pids = self.pids()
+        ports held by that very process (or its children), and its health URL answering.
+        (Mid-restart both slots of a part run; the ports are then held by the two.)"""
+        status = self._status()
         return {
-            part.name: all(ports.owned_by(port, pids.get(part.name)) for port in part.ports)
+            part.name: all(ports.owned_by(port, *status[part.name][1]) for port in part.ports)
             and healthy(part.health_url)
             for part in parts(self.config)
         }
+
+    def program(self, name: str) -> str:
+        """The supervisord program behind part ``name``: its running slot, else the first
+        (a name that is no part is returned as it is)."""
+        part = self._part(name)
+        if part is None:
+            return name
+        programs = self._program_status()
+        running = [p for p in part.programs if programs.get(p, ("", None))[0] == "RUNNING"]
+        return running[-1] if running else part.programs[0]
+
+    def control(self, action: str, names: list[str]) -> subprocess.CompletedProcess:
+        """``start``/``stop`` parts by name: a part with slots means its running slot."""
+        programs = []
+        for name in names:
+            part = self._part(name)
+            if action == "stop" and part is not None and part.slots:
+                status = self._program_status()
+                up = [p for p in part.programs if status.get(p, ("", None))[0] != "STOPPED"]
+                programs += up or [part.programs[0]]
+            else:
+                programs.append(self.program(name))
+        return self.ctl(action, *programs, check=False)
+
+    def restart(self, name: str, timeout: float = 120.0) -> str:
+        """Restart part ``name``; one with slots hands over (see the module docstring).
+
+        Returns the program now running it.
+
+        Raises:
+            StackError: the part is unknown, or the new process did not take its ports
+                or become healthy in time (the old one then keeps running).
+        """
+        part = self._part(name)
+        if part is None:
+            raise StackError(f"no part named {name!r}")
+        if not part.slots:
+            self.ctl("restart", name, check=False)
+            self.wait_healthy(timeout)
+            return name
+        status = self._program_status()
+        running = [p for p in part.programs if status.get(p, ("", None))[0] == "RUNNING"]
+        if not running:
+            self.ctl("start", part.programs[0], check=False)
+            self.wait_healthy(timeout)
+            return part.programs[0]
+        old = running[0]
+        new = running[1] if len(running) > 1 else next(p for p in part.programs if p != old)
+        self._start_beside(part, new, timeout)
+        self.ctl("stop", old, check=False)  # SIGTERM: it drains its senders to ``new``
+        self.wait_healthy(timeout)
+        return new
+
+    def _start_beside(self, part: Part, program: str, timeout: float) -> None:
+        """Start ``program`` and wait until it holds every port of ``part`` and answers."""
+        self.ctl("start", program, check=False)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            pid = self._program_status().get(program, ("", None))[1]
+            mine = ports.family(pid)
+            if mine and all(ports.holders(port) & mine for port in part.ports):
+                if healthy(part.health_url):
+                    return
+            time.sleep(0.2)
+        log = self.log_tail(program)
+        self.ctl("stop", program, check=False)
+        raise StackError(
+            f"{program} did not take the ports of {part.name} within {timeout:.0f}s; the "
+            f"running one keeps serving. Last lines of {self.log_path(program)}:\n{log}"
+        )
+
+    def _part(self, name: str) -> Part | None:
+        return next((p for p in parts(self.config) if p.name == name), None)
 
     def wait_healthy(self, timeout: float) -> None:
         """Wait until every part is healthy; fail naming the first that is not."""
@@ -289,8 +384,9 @@ class Stack:
         raise StackError(f"prometheus cannot scrape every part after {timeout:.0f}s: {down}")
 
     def log_path(self, name: str) -> Path:
-        """Where a part's output goes."""
-        return self.config.log_dir / f"{name}.log"
+        """Where a part's (its running slot's) or a program's output goes."""
+        program = self.program(name) if self._part(name) is not None and self.running() else name
+        return self.config.log_dir / f"{program}.log"
 
     def log_tail(self, name: str, lines: int = 30) -> str:
         """The last lines of a part's log."""
@@ -312,10 +408,10 @@ class Stack:
             raise StackError(f"supervisord (pid {pid}) did not stop within {timeout:.0f}s")
         return True
 
-    def _status(self) -> dict[str, tuple[str, int | None]]:
-        """supervisord's (state, pid) of each part; pid only while RUNNING."""
+    def _program_status(self) -> dict[str, tuple[str, int | None]]:
+        """supervisord's (state, pid) of each program; pid only while RUNNING."""
         if not self.running():
-            return {p.name: ("DOWN", None) for p in parts(self.config)}
+            return {}
         found: dict[str, tuple[str, int | None]] = {}
         for line in self.ctl("status", check=False).stdout.splitlines():
             # "api   RUNNING   pid 123, uptime 0:00:05"
@@ -325,13 +421,31 @@ class Stack:
                 found[fields[0]] = (fields[1], pid)
         return found
 
+    def _status(self) -> dict[str, tuple[str, tuple[int, ...]]]:
+        """Each part's state and the pids of its RUNNING programs.
+
+        A part with slots is in the state of its liveliest slot: RUNNING when one runs,
+        STARTING or FATAL when one is, else its first slot's (an idle slot's STOPPED
+        says nothing about the part).
+        """
+        if not self.running():
+            return {p.name: ("DOWN", ()) for p in parts(self.config)}
+        programs = self._program_status()
+        found = {}
+        for part in parts(self.config):
+            seen = [programs.get(p, ("UNKNOWN", None)) for p in part.programs]
+            states = [state for state, _ in seen]
+            state = next((s for s in _LIVELIEST if s in states), states[0])
+            found[part.name] = (state, tuple(pid for _, pid in seen if pid))
+        return found
+
     def states(self) -> dict[str, str]:
         """supervisord's state of each part (RUNNING, STOPPED, ...)."""
         return {name: state for name, (state, _) in self._status().items()}
 
     def pids(self) -> dict[str, int]:
-        """The pid of each RUNNING part."""
-        return {name: pid for name, (_, pid) in self._status().items() if pid}
+        """The pid of each RUNNING part (mid-restart, its later slot's)."""
+        return {name: pids[-1] for name, (_, pids) in self._status().items() if pids}
 
     def prometheus_targets(self) -> list[dict]:
         """Prometheus's view of its scrape targets, or [] when it is down."""

@@ -28,7 +28,12 @@ def test_supervisord_config_is_parseable(config):
     parsed = configparser.RawConfigParser()
     parsed.read_string(text)
     programs = [s.split(":", 1)[1] for s in parsed.sections() if s.startswith("program:")]
-    assert programs == ["caddy", "api", "git", "intake-query", "alertmanager", "prometheus"]
+    # The intake's process has a second slot for restarts that hand over; it starts idle.
+    assert programs == [
+        "caddy", "api", "git", "intake-query", "intake-query-b", "alertmanager", "prometheus"
+    ]  # fmt: skip
+    autostart = {p: parsed.getboolean(f"program:{p}", "autostart") for p in programs}
+    assert [p for p, on in autostart.items() if not on] == ["intake-query-b"]
     assert f'ECSTATIC_HOME="{config.home}"' in parsed.get("supervisord", "environment")
     for program in programs:
         assert parsed.get(f"program:{program}", "stopsignal") == "TERM"

@@ -319,11 +319,11 @@ def request_id(n: int) -> str:
     return f"zl{n:09d}"
 
 
-def frame(n: int) -> bytes:
+def frame(n: int, host: str = HOST) -> bytes:
     """Line ``n``: a Bunny JSON record in an RFC 5424 frame, LF-terminated."""
     now = datetime.now(UTC)
     body = {
-        "Host": HOST,
+        "Host": host,
         "PathAndQuery": f"/page/{n}",
         "Status": 200,
         "BytesSent": 1234,
@@ -350,8 +350,17 @@ class Connection:
 class Sender(threading.Thread):
     """Streams lines ``0 .. total-1`` at ``rate`` lines/s, reconnecting on EOF or errors."""
 
-    def __init__(self, port: int, total: int, rate: float, chunk: int = 20, sndbuf: int = 0):
+    def __init__(
+        self,
+        port: int,
+        total: int,
+        rate: float,
+        chunk: int = 20,
+        sndbuf: int = 0,
+        host: str = HOST,
+    ):
         super().__init__(name="sender", daemon=True)
+        self.host = host
         self.port, self.total, self.rate, self.chunk = port, total, rate, chunk
         self.sndbuf = sndbuf
         self.connections: list[Connection] = []
@@ -418,7 +427,7 @@ class Sender(threading.Thread):
                 if time.monotonic() < due:
                     time.sleep(min(0.01, due - time.monotonic()))
                     continue
-                lines = [frame(n) for n in range(first, upto)]
+                lines = [frame(n, self.host) for n in range(first, upto)]
                 lengths = [len(line) for line in lines]
                 self.line_bytes = max(self.line_bytes, *lengths)
                 pending = b"".join(lines)
