@@ -60,6 +60,11 @@ class HostResolver:
         self._last_ok = False
         self._fetched_at: float | None = None
 
+    def stale(self) -> bool:
+        """True when ``known`` would fetch the map first (never loaded, or old)."""
+        with self._lock:
+            return self._hosts is None or self._due(self._max_age)
+
     def known(self) -> dict[str, str]:
         """The current map (clean host -> site id), refreshed when it is old.
 

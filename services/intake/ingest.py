@@ -1,7 +1,8 @@
 """One source's bodies through ``RowMaker`` onto the spool, with the counting.
 
-Runs the per-line work in the intake's worker thread (host-map refreshes and salt
-reads may block on the network; the event loop must keep serving sockets). A source
+Runs the per-line work on the event loop while it cannot block, and hands the rest of
+a chunk to the intake's worker thread from the first line that needs the network (a
+host-map refresh, a salt read): the loop must keep serving sockets. A source
 waits here while the spool is full: that is the backpressure that stops the listener
 reading sockets and the follower reading Caddy's file.
 
@@ -89,14 +90,21 @@ class Ingest:
     async def _run(self, bodies, stop_at_hold: bool) -> list[bytes]:
         if not bodies:
             return []
-        loop = asyncio.get_running_loop()
-        held = await loop.run_in_executor(self._executor, self._take, bodies, stop_at_hold)
+        # On the loop itself while nothing needs the network (no thread hand-off per
+        # read); from the first line that does, in the worker.
+        held, rest = self._take(bodies, stop_at_hold, True)
+        if rest:
+            loop = asyncio.get_running_loop()
+            more, _ = await loop.run_in_executor(
+                self._executor, self._take, rest, stop_at_hold, False
+            )
+            held = held + more
         self._writer.rows_added()
         return held
 
-    def _take(self, bodies, stop_at_hold: bool) -> list[bytes]:
+    def _take(self, bodies, stop_at_hold: bool, inline: bool) -> tuple[list, list]:
         started = time.perf_counter()
-        result = self._maker.make(bodies, stop_at_hold=stop_at_hold)
+        result = self._maker.make(bodies, stop_at_hold=stop_at_hold, inline=inline)
         encoded = time.perf_counter()
         if result.rows:
             self._spool.append(encode(result.rows), len(result.rows))
@@ -105,4 +113,4 @@ class Ingest:
         self._parsed.inc(len(result.rows))
         for reason, count in result.invalid.items():
             self._metrics.lines_invalid.labels(self._source, reason).inc(count)
-        return result.held
+        return result.held, result.rest

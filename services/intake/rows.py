@@ -66,8 +66,13 @@ def encode(rows: list[tuple]) -> bytes:
     return _encoder.encode_lines(rows)
 
 
+class _NeedsWorker(Exception):
+    """Raised inside ``make(inline=True)`` where going on would wait on the network."""
+
+
 class Resolver(Protocol):
     def known(self) -> dict[str, str]: ...
+    def stale(self) -> bool: ...
     def site_id(self, host: str) -> str | None: ...
 
 
@@ -96,6 +101,9 @@ class Result:
     rows: list[tuple] = field(default_factory=list)
     # Bodies to try again later: the host map or the day's salt is unavailable.
     held: list[bytes] = field(default_factory=list)
+    # With ``inline``: the bodies from the first one that needs the network (a host
+    # the map lacks, a day without a salt yet) on, for the worker thread.
+    rest: list = field(default_factory=list)
     invalid: Counter = field(default_factory=Counter)
 
 
@@ -120,16 +128,23 @@ class RowMaker:
         self._seen = seen
         self._clock = clock
         self._hashers: dict[int, object] = {}
+        self._inline = False
         self._today = -1
 
-    def make(self, bodies: list, stop_at_hold: bool = False) -> Result:
+    def make(self, bodies: list, stop_at_hold: bool = False, inline: bool = False) -> Result:
         """Rows for ``bodies`` in order; the invalid ones counted by reason.
 
         ``bodies`` may hold ``InvalidLine`` items (a framing or file-level verdict), which
         are counted like any other. With ``stop_at_hold`` the first body that must wait
         and every one after it are held, so the caller can offer them again in order.
+        With ``inline`` (the caller is an event loop) nothing here may wait on the
+        network: the first body that would is left, with the rest, in ``Result.rest``.
         """
         result = Result()
+        self._inline = inline
+        if inline and self._resolver.stale():
+            result.rest = list(bodies)
+            return result
         now_ms = int(self._clock() * 1000)
         if now_ms // DAY_MS != self._today:
             # A new day: yesterday's keyed hashers go, so salts live no longer in memory
@@ -148,6 +163,9 @@ class RowMaker:
             except InvalidLine as exc:
                 invalid[exc.reason] += 1
                 continue
+            except _NeedsWorker:
+                result.rest = bodies[index:]
+                break
             except RetryLater:
                 if stop_at_hold:
                     result.held.extend(bodies[index:])
@@ -180,17 +198,21 @@ class RowMaker:
         low, high = self._window
         if not (low <= ts <= high and 100 <= status <= 599 and 0 <= size < 2**63 and host):
             return None  # out of range or odd: the slow path names the reason
+        site = self._hosts.get(host) or self._site(host)
+        hasher = self._hashers.get(ts // DAY_MS) or self._hasher(ts // DAY_MS)
+        # Only now: a line held above (RetryLater) must not count as seen when it returns.
         request_id = record.RequestId
         if self._seen is not None and request_id and self._seen(request_id):
             raise InvalidLine("duplicate")
-        site = self._hosts.get(host) or self._site(host)
         user_agent = record.UserAgent
-        hasher = self._hashers.get(ts // DAY_MS) or self._hasher(ts // DAY_MS)
         digest = hasher.copy()
         digest.update(f"{site}\0{record.RemoteIp}\0{user_agent}".encode())
         agent = self._agents(user_agent)
         method = record.Method
         country = record.Country
+        referrer = record.Referer
+        if referrer and referrer.strip() in ("", "-"):
+            referrer = ""  # as parse's Bunny rules have it: "-" is no referrer
         return (
             site,
             ts,
@@ -199,7 +221,7 @@ class RowMaker:
             record.PathAndQuery or "/",
             status,
             size,
-            record.Referer,
+            referrer,
             agent.browser,
             agent.os,
             agent.device,
@@ -221,16 +243,19 @@ class RowMaker:
         ts = round(line.ts.timestamp() * 1000)
         if not self._window[0] <= ts <= self._window[1]:
             raise InvalidLine("stale_timestamp" if ts < self._window[0] else "future_timestamp")
+        site = self._hosts.get(line.host) or self._site(line.host)
+        if ts // DAY_MS not in self._hashers:
+            self._hasher(ts // DAY_MS)  # may wait (RetryLater): before the id is seen
         if self._seen is not None and line.request_id and self._seen(line.request_id):
             raise InvalidLine("duplicate")
-        return self._line_row(line, ts)
+        return self._line_row(line, ts, site)
 
-    def _line_row(self, line: LogLine, ts: int) -> tuple:
+    def _line_row(self, line: LogLine, ts: int, site: str) -> tuple:
         country = line.country
         if not country and self._countries is not None and line.remote_ip:
             country = self._countries.country(line.remote_ip)
         return self._row(
-            self._hosts.get(line.host) or self._site(line.host),
+            site,
             ts,
             line.host,
             line.method[:_METHOD_CHARS],
@@ -248,6 +273,8 @@ class RowMaker:
     # -- shared -----------------------------------------------------------------------
 
     def _site(self, host: str) -> str:
+        if self._inline:
+            raise _NeedsWorker
         site = self._resolver.site_id(clean_host(host))  # may raise RetryLater
         if site is None:
             raise InvalidLine("unknown_host")
@@ -286,6 +313,8 @@ class RowMaker:
         )
 
     def _hasher(self, day: int):
+        if self._inline:
+            raise _NeedsWorker  # the salt may have to come from ClickHouse
         # A keyed BLAKE2b per day, copied per line: keying costs a block, copying little.
         salt = self._salts.salt(datetime.fromtimestamp(day * 86_400, UTC).date())
         hasher = hashlib.blake2b(key=salt, digest_size=8)

@@ -153,10 +153,7 @@ class Writer:
         timeout = self._flush_seconds if since is None else self._flush_seconds - (
             self._clock() - since
         )
-        try:
-            await asyncio.wait_for(self._wake.wait(), timeout=max(0.01, min(timeout, 0.5)))
-        except TimeoutError:
-            pass
+        await _wait(self._wake, max(0.01, min(timeout, 0.5)))
         self._wake.clear()
 
     def _close_batch(self) -> None:
@@ -197,7 +194,11 @@ class Writer:
 
     async def _retrying(self, data: bytes, token: str) -> None:
         retrying = AsyncRetrying(
-            retry=retry_if_exception(lambda exc: not isinstance(exc, _DataRefused | _Stopping)),
+            # Only errors of the storage: never a cancellation (a stopping loop) or ours.
+            retry=retry_if_exception(
+                lambda exc: isinstance(exc, Exception)
+                and not isinstance(exc, _DataRefused | _Stopping)
+            ),
             wait=wait_exponential_jitter(multiplier=self._backoff[0], max=self._backoff[1]),
             before_sleep=self._before_sleep,
             sleep=self._sleep,
@@ -236,10 +237,7 @@ class Writer:
         if self._deadline is not None:  # stopping: still back off, never past the deadline
             await asyncio.sleep(max(0.0, min(seconds, self._deadline - self._clock())))
             return
-        try:
-            await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
-        except TimeoutError:
-            pass
+        await _wait(self._stopping, seconds)
 
     def _gauges(self) -> None:
         spool = self._spool
@@ -249,6 +247,17 @@ class Writer:
         self._metrics.buffered_rows.set(self.unstored_rows)
         oldest = self._queue[0].accepted if self._queue else spool.open_since
         self._metrics.oldest_unstored_age.set(0 if oldest is None else self._clock() - oldest)
+
+
+async def _wait(event: asyncio.Event, seconds: float) -> None:
+    """Wait for ``event`` at most ``seconds``. Not ``wait_for``: on Python 3.11 it can
+    swallow a cancellation that arrives as its timeout fires, and the writer then never
+    stops."""
+    waiter = asyncio.ensure_future(event.wait())
+    try:
+        await asyncio.wait({waiter}, timeout=seconds)
+    finally:
+        waiter.cancel()
 
 
 class _DataRefused(Exception):

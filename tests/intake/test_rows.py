@@ -26,6 +26,9 @@ class Hosts:
     def known(self) -> dict[str, str]:
         return self.hosts
 
+    def stale(self) -> bool:
+        return False
+
     def site_id(self, host: str) -> str | None:
         self.lookups.append(host)
         if host in self.hosts:
@@ -181,6 +184,17 @@ def test_a_request_id_seen_before_is_a_duplicate():
     one = maker(seen=RecentIds(10).seen)
     result = one.make([bunny(), bunny(), bunny(RequestId="e" * 32)])
     assert len(result.rows) == 2 and result.invalid == {"duplicate": 1}
+
+
+def test_a_held_line_is_not_a_duplicate_when_it_comes_back():
+    seen = RecentIds(10).seen
+    hosts = Hosts({"site.example": "s1"}, down=True)
+    one = RowMaker("bunny", hosts, Salts(), Agents(), seen=seen, clock=lambda: NOW)
+    body = bunny(Host="new.example", RequestId="9" * 32)
+    assert one.make([body]).held == [body]
+    hosts.hosts["new.example"] = "s2"
+    again = one.make([body])
+    assert len(again.rows) == 1 and not again.invalid
 
 
 def test_hosts_are_cleaned_before_the_slow_lookup():

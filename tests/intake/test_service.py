@@ -49,6 +49,9 @@ class StaticHosts:
     def known(self):
         return self.HOSTS
 
+    def stale(self):
+        return False
+
     def site_id(self, host):
         return self.HOSTS.get(host)
 

@@ -59,7 +59,7 @@ def bodies(site_host: str, n: int, start: int = 0) -> list[bytes]:
     ]
 
 
-async def until(predicate, timeout: float = 60.0) -> None:
+async def until(predicate, timeout: float = 120.0) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         assert time.monotonic() < deadline, "timed out"
@@ -92,9 +92,9 @@ def test_storage_failing_through_a_200000_line_stream_then_restored(
             if i == 40_000:
                 storage.failing = True  # down for most of the stream
             await ingest.accept(lines[i : i + 500])
-        await until(lambda: spool.pending_batches >= 5)
-        assert sample("ecstatic_intake_spool_bytes") > 0
-        assert sample("ecstatic_intake_insert_failures_total") > 0
+        await until(lambda: spool.pending_batches >= 5 and spool.bytes > 0)
+        await until(lambda: sample("ecstatic_intake_insert_failures_total") > 0)
+        await until(lambda: sample("ecstatic_intake_spool_bytes") > 0)
         storage.failing = False
         await until(lambda: count(chdb_storage, site)[0] >= 200_000)
         writer.close(time.time() + 5)
@@ -180,6 +180,26 @@ def test_a_row_refused_as_data_is_dropped_alone(tmp_path, metrics, sample):
     assert sum(part.count(b"\n") for part in inserted) == 7
     name = "ecstatic_intake_lines_invalid_total"
     assert sample(name, source="storage", reason="unstorable_row") == 1
+
+
+def test_a_cancelled_writer_stops_even_while_storage_fails(tmp_path, metrics):
+    async def run():
+        spool = Spool(tmp_path, max_bytes=2**20)
+        spool.open()
+
+        def insert(data, token):
+            raise ConnectionError("down")
+
+        writer = Writer(spool, insert, metrics, backoff=(0.01, 0.02), flush_seconds=0.01)
+        task = asyncio.create_task(writer.run())
+        spool.append(b'["x"]\n', 1)
+        writer.rows_added()
+        await asyncio.sleep(0.2)
+        task.cancel()
+        done, _ = await asyncio.wait([task], timeout=5)
+        assert done, "the writer swallowed its cancellation"
+
+    asyncio.run(run())
 
 
 def test_only_parse_errors_count_as_the_data_s_fault():
