@@ -157,7 +157,7 @@ class LocalCDN(CDNBackend, ReleaseBackend):
             result = _fill(staging, source)
             if self._sync:
                 os.sync()
-            os.chmod(staging, 0o755)
+            os.chmod(staging, 0o700)
             os.rename(staging, final)
         except BaseException as exc:
             _discard(staging)
@@ -253,7 +253,7 @@ class LocalCDN(CDNBackend, ReleaseBackend):
         if source.is_symlink() or not source.is_dir():
             raise PublishError(f"{source} is not a directory")
         try:
-            os.chmod(source, 0o755)
+            os.chmod(source, 0o700)
             result, directories = _check_adopted(source)
             if self._sync:
                 files = [os.fspath(source.joinpath(*check_relative_path(f))) for f in fresh]
@@ -408,13 +408,13 @@ def _check_adopted(source: Path) -> tuple[PublishResult, list[str]]:
         for entry in entries:
             info = entry.stat(follow_symlinks=False)
             if stat.S_ISDIR(info.st_mode):
-                if stat.S_IMODE(info.st_mode) != 0o755:
-                    os.chmod(entry.path, 0o755)
+                if stat.S_IMODE(info.st_mode) != 0o700:
+                    os.chmod(entry.path, 0o700)
                 directories.append(entry.path)
                 pending.append(entry.path)
             elif stat.S_ISREG(info.st_mode):
-                if stat.S_IMODE(info.st_mode) != 0o644:
-                    os.chmod(entry.path, 0o644)  # readable by the web server
+                if stat.S_IMODE(info.st_mode) != 0o600:
+                    os.chmod(entry.path, 0o600)  # owner-only: Caddy runs as this same user
                 files += 1
                 size += info.st_size
             else:
@@ -460,11 +460,11 @@ class _ReleaseWriter:
         target = self._staging.joinpath(*parts)
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
         try:
-            fd = os.open(target, flags, 0o644)
+            fd = os.open(target, flags, 0o600)
         except FileExistsError as exc:
             raise PublishError(f"{path} appears twice in the release") from exc
         with os.fdopen(fd, "wb") as handle:
-            os.fchmod(fd, 0o644)  # readable by the web server whatever the umask
+            os.fchmod(fd, 0o600)  # owner-only: Caddy runs as this same user
             for chunk in chunks:
                 handle.write(chunk)
                 self.bytes += len(chunk)
@@ -485,7 +485,7 @@ class _ReleaseWriter:
             raise PublishError(f"{path} appears twice in the release") from exc
         except OSError:
             return False  # EXDEV (another volume) or no links here: copy instead
-        os.chmod(target, 0o644)  # readable by the web server whatever the build left
+        os.chmod(target, 0o600)  # owner-only whatever the build left
         self.bytes += os.stat(target).st_size
         self.files += 1
         return True
@@ -497,10 +497,10 @@ class _ReleaseWriter:
                 continue
             directory = self._staging.joinpath(*prefix)
             try:
-                os.mkdir(directory, 0o755)
+                os.mkdir(directory, 0o700)
             except FileExistsError as exc:
                 raise PublishError(f"{'/'.join(prefix)} is both a file and a directory") from exc
-            os.chmod(directory, 0o755)
+            os.chmod(directory, 0o700)
             self._dirs.add(prefix)
 
 

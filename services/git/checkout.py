@@ -261,7 +261,7 @@ def _write_file(store, plan: Plan, path: str, sha: bytes, target: Path, limits: 
     one = Plan(commit=plan.commit, publish_dir="", files=[(path, sha)])
     written = 0
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-    with os.fdopen(os.open(target, flags, 0o644), "wb") as handle:
+    with os.fdopen(os.open(target, flags, 0o600), "wb") as handle:
         for item in iter_files(store, one, limits):
             chunks = item.chunks() if isinstance(item, StreamedFile) else [item.data]
             for chunk in chunks:
@@ -289,7 +289,7 @@ def _make_parents(root: str, directory: str, made: set[str]) -> None:
         missing.append(directory)
         directory = directory.rpartition("/")[0]
     for path in reversed(missing):
-        os.mkdir(f"{root}/{path}", 0o755)
+        os.mkdir(f"{root}/{path}", 0o700)
         made.add(path)
 
 

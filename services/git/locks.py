@@ -56,7 +56,7 @@ class SiteLocks:
         """
         self._directory.mkdir(parents=True, exist_ok=True)
         fd = os.open(
-            self._directory / f"{site_id}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644
+            self._directory / f"{site_id}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600
         )
         try:
             deadline = self._clock() + self._timeout

@@ -28,7 +28,6 @@ from io import BytesIO
 
 from cachetools import LRUCache
 from dulwich.errors import ChecksumMismatch
-from dulwich.object_store import PACK_MODE
 from dulwich.objects import object_header
 from dulwich.pack import (
     DELTA_TYPES,
@@ -71,7 +70,7 @@ def add_guarded_pack(store, read_all, read_some, limits: IntakeLimits):
     fd, path = tempfile.mkstemp(dir=store.path, prefix="tmp_pack_")
     try:
         with os.fdopen(fd, "w+b") as f:
-            os.chmod(path, PACK_MODE)
+            os.chmod(path, 0o400)  # owner-only, read-only (dulwich's PACK_MODE is 0444)
             known: dict[int, tuple[bytes, int]] = {}
             indexer = _Indexer(f, store.object_format.hash_func, store.get_raw, known, limits)
             copier = _GuardedCopier(

@@ -149,8 +149,8 @@ class Pipeline:
         started = self._clock()
         self._work_root.mkdir(parents=True, exist_ok=True)
         job.workdir = Path(tempfile.mkdtemp(prefix=f".work-{job.site_id}-", dir=self._work_root))
-        # mkdtemp makes it 0700: a build slot's uid (Ecstatic as root) must search it.
-        job.workdir.chmod(0o711)
+        # mkdtemp makes it 0700, and so it stays: bubblewrap mounts it for the build
+        # slot's uid as root (services/build/bwrap.py), so nothing above it opens up.
         state = "queued"
         try:
             if not job.still_current():

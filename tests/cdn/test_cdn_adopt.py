@@ -39,9 +39,9 @@ def test_adopted_directory_becomes_the_release_without_copying(cdn, tmp_path):
     assert not src.exists()  # taken over, not copied
     assert (release / "a/b/c.css").stat().st_ino == inode
     # Readable by the web server, whatever the checkout's modes were.
-    assert stat.S_IMODE((release / "index.html").stat().st_mode) == 0o644
-    assert stat.S_IMODE((release / "a").stat().st_mode) == 0o755
-    assert stat.S_IMODE(release.stat().st_mode) == 0o755
+    assert stat.S_IMODE((release / "index.html").stat().st_mode) == 0o600
+    assert stat.S_IMODE((release / "a").stat().st_mode) == 0o700
+    assert stat.S_IMODE(release.stat().st_mode) == 0o700
     cdn.activate(SITE, ["blog.localhost"], "00000001-x")
     assert (cdn.live_dir / "blog.localhost" / "index.html").read_bytes() == b"home"
 

@@ -238,16 +238,16 @@ def test_abandoned_temporaries_are_removed_once_stale(tmp_path):
     assert sorted(p.name for p in site_dir.iterdir()) == [".tmp-inflight", "r1"]
 
 
-def test_files_are_world_readable_whatever_the_umask(cdn):
-    previous = os.umask(0o077)
+def test_files_are_owner_only_whatever_the_umask(cdn):
+    previous = os.umask(0)  # the most permissive: the modes still come out owner-only
     try:
         cdn.publish(SITE, ["blog.localhost"], "r1", files(a__b__c_html="x"))
     finally:
         os.umask(previous)
     release = cdn.releases_dir / SITE / "r1"
-    assert stat.S_IMODE(release.stat().st_mode) == 0o755
-    assert stat.S_IMODE((release / "a" / "b").stat().st_mode) == 0o755
-    assert stat.S_IMODE((release / "a" / "b" / "c_html").stat().st_mode) == 0o644
+    assert stat.S_IMODE(release.stat().st_mode) == 0o700
+    assert stat.S_IMODE((release / "a" / "b").stat().st_mode) == 0o700
+    assert stat.S_IMODE((release / "a" / "b" / "c_html").stat().st_mode) == 0o600
 
 
 def test_keep_must_leave_the_previous_release(tmp_path):
