@@ -67,6 +67,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="extra environment for the services (repeatable)",
     )
     p.add_argument(
+        "--warm-agents",
+        action="store_true",
+        help="start the intake with its saved user-agent cache already holding the corpus's "
+        "agents, as after a restart (default: cold, every agent parsed during the run)",
+    )
+    p.add_argument(
         "--workdir",
         type=Path,
         help="keep the corpus, logs and data here instead of a temporary folder",
@@ -110,6 +116,20 @@ def _rate(lines: int, seconds: float | None) -> float | None:
 
 def _load() -> float:
     return round(os.getloadavg()[0], 2)
+
+
+def _warm_agents(jsonl: Path, target: Path) -> None:
+    """What an intake that saw these agents before saves at stop (services/intake/agents.py)."""
+    import json
+
+    from services.intake.agents import AgentParser
+
+    parser = AgentParser()
+    with jsonl.open("rb") as lines:
+        for agent in {json.loads(line).get("UserAgent", "") for line in lines}:
+            parser.parse(agent)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    parser.save(target)
 
 
 def run(args: argparse.Namespace, work: Path) -> dict:
@@ -156,6 +176,9 @@ def run(args: argparse.Namespace, work: Path) -> dict:
         result["native"] = _native(files.jsonl, work / "native")
         result["goaccess"] = goaccess.measure(files.clf, work / "goaccess.json")
         result["machine"]["load_before_intake"] = _load()
+        result["config"]["agents_cache"] = "warm" if args.warm_agents else "cold"
+        if args.warm_agents:
+            _warm_agents(files.jsonl, services.home / "intake" / "agents.json")
         pid = services.start("intake,query", ["intake", "query"])
         expected = {site["id"]: files.per_host[host] for site, host in zip(sites, hosts)}
         intake = measure.run(services, pid, token, expected, files.syslog, args.lines, args.timeout)
@@ -212,7 +235,8 @@ def text(result: dict) -> str:
     rates, ratios, lines = result["lines_per_second"], result["ratios"], cfg["lines"]
     out = [
         f"intake benchmark: {lines:,} Bunny lines for {cfg['sites']} sites over one TCP "
-        f"connection (seed {cfg['seed']}, {result['corpus']['distinct_agents']} user agents); "
+        f"connection (seed {cfg['seed']}, {result['corpus']['distinct_agents']} user agents, "
+        f"user-agent cache {cfg.get('agents_cache', 'cold')}); "
         f"Python {machine['python']}, {machine['cpus']} CPUs, load {machine['load_before']} "
         f"before, {machine['load_after']} after",
         "",
