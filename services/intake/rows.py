@@ -239,7 +239,7 @@ class RowMaker:
     def _slow(self, body):
         if isinstance(body, InvalidLine):
             raise body
-        line = parse_bunny(body) if self._source == "bunny" else parse_caddy(body)
+        line = self._parse_syslog(body) if self._source == "bunny" else parse_caddy(body)
         ts = round(line.ts.timestamp() * 1000)
         if not self._window[0] <= ts <= self._window[1]:
             raise InvalidLine("stale_timestamp" if ts < self._window[0] else "future_timestamp")
@@ -249,6 +249,17 @@ class RowMaker:
         if self._seen is not None and line.request_id and self._seen(line.request_id):
             raise InvalidLine("duplicate")
         return self._line_row(line, ts, site)
+
+    @staticmethod
+    def _parse_syslog(body: bytes) -> LogLine:
+        """A syslog body: Bunny's JSON or pipe record, or Caddy's JSON access-log line
+        (Caddy's ``net`` writer can forward it), told apart by Caddy's request object."""
+        try:
+            return parse_bunny(body)
+        except InvalidLine:
+            if b'"request"' not in body:
+                raise
+            return parse_caddy(body)
 
     def _line_row(self, line: LogLine, ts: int, site: str) -> tuple:
         country = line.country
@@ -268,6 +279,7 @@ class RowMaker:
             country,
             line.request_id,
             line.range_request,
+            line.source,
         )
 
     # -- shared -----------------------------------------------------------------------
@@ -282,7 +294,7 @@ class RowMaker:
 
     def _row(
         self, site, ts, host, method, path, status, size, referrer, user_agent, ip, country,
-        request_id, range_request,
+        request_id, range_request, source=None,
     ) -> tuple:  # fmt: skip
         day = ts // DAY_MS
         hasher = self._hashers.get(day)
@@ -307,7 +319,7 @@ class RowMaker:
             agent.bot_reason,
             country,
             int.from_bytes(digest.digest(), "big"),
-            self._source,
+            source or self._source,
             request_id,
             range_request,
         )

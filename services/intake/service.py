@@ -164,8 +164,9 @@ class IntakeService:
             maker = RowMaker(source, self._resolver, self._salts, self._agents, **extra)
             return Ingest(source, maker, spool, writer, self._metrics, worker)
 
-        bunny = ingest("bunny", seen=recent.seen)
-        caddy = ingest("caddy", countries=CountryLookup())
+        countries = CountryLookup()  # for lines without a country (Caddy's)
+        bunny = ingest("bunny", seen=recent.seen, countries=countries)
+        caddy = ingest("caddy", countries=countries)
         follower = Follower(
             config.access_log,
             caddy.accept_lines,

@@ -224,6 +224,19 @@ def test_caddy_lines_get_their_country_from_the_offline_database():
     assert row["country"] == "NL" and row["log_source"] == "caddy" and row["site_id"] == "s1"
 
 
+def test_caddy_json_over_syslog_is_read_as_caddy():
+    line = {
+        "level": "info", "ts": NOW - 1, "logger": "http.log.access.log0",
+        "request": {"remote_ip": "192.0.2.9", "method": "GET", "host": "site.example",
+                    "uri": "/docs/", "headers": {"User-Agent": ["curl/8"]}},
+        "size": 3, "status": 200,
+    }  # fmt: skip
+    result = maker("bunny", countries=Countries()).make([json.dumps(line).encode()])
+    row = as_dict(result.rows[0])
+    assert not result.invalid
+    assert (row["raw_path"], row["log_source"], row["country"]) == ("/docs/", "caddy", "NL")
+
+
 def test_each_day_hashes_with_its_own_salt():
     one = maker()
     one.make([bunny(), bunny(RequestId="1" * 32, Timestamp=NOW_MS - DAY_MS)])
