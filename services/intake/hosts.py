@@ -77,13 +77,17 @@ class HostResolver:
                 self._refresh()
             return self._hosts
 
-    def site_id(self, host: str) -> str | None:
-        """The site serving ``host``, or None when the fresh map says there is none.
+    def site_id(self, host: str, since: float | None = None) -> str | None:
+        """The site serving ``host``, or None when a map fetched after ``since`` (this
+        clock's time the line arrived; default now) lacks it: a site created a moment
+        before its first line is never mistaken for a stranger.
 
         Raises:
-            HostsUnavailable: unknown host while the map cannot be refreshed.
+            HostsUnavailable: unknown host, and no map fetched since it arrived (the map
+                cannot be fetched, or was fetched too recently to ask again): retry later.
         """
         host = clean_host(host)
+        since = self._clock() if since is None else since
         with self._lock:
             if self._hosts is None:
                 self._hosts = self._load()
@@ -94,7 +98,7 @@ class HostResolver:
                 site = self._hosts.get(host)
             if site is not None:
                 return site
-            if self._last_ok:
+            if self._last_ok and self._fetched_at is not None and self._fetched_at >= since:
                 return None
             raise HostsUnavailable(host)
 
@@ -102,7 +106,7 @@ class HostResolver:
         return self._last_attempt is None or self._clock() - self._last_attempt >= interval
 
     def _refresh(self) -> None:
-        self._last_attempt = self._clock()
+        started = self._last_attempt = self._clock()
         try:
             response = self._session.get(self._url, timeout=self._timeout)
             response.raise_for_status()
@@ -118,7 +122,7 @@ class HostResolver:
         if not self._last_ok:
             log.info("hostmap refreshed", extra={"hosts": len(fresh)})
         self._last_ok = True
-        self._fetched_at = self._clock()
+        self._fetched_at = started  # a site made during the fetch may be missing from it
         if fresh != self._hosts:
             self._hosts = fresh
             self._save(fresh)

@@ -52,7 +52,8 @@ class Ingest:
         self._executor = executor
         self._max_held = max_held
         self._retry_seconds = retry_seconds
-        self._held: list[bytes] = []
+        self._held: list[tuple[bytes, float]] = []  # (body, when it first arrived)
+        self._file_since: float | None = None  # when the file's held head line first came
         self._parsed = metrics.lines_parsed.labels(source)
         self._received = metrics.lines_received.labels(source)
         self._work = metrics.stage_seconds.labels("parse_enrich")
@@ -69,13 +70,16 @@ class Ingest:
         while len(self._held) >= self._max_held:
             await asyncio.sleep(self._retry_seconds)
             await self.retry_held()
-        held = await self._run(bodies, stop_at_hold=False)
-        self._held.extend(held)
+        since = time.monotonic()
+        held = await self._run(bodies, stop_at_hold=False, since=since)
+        self._held.extend((body, since) for body in held)
 
     async def accept_lines(self, lines: list[bytes | InvalidLine]) -> int:
         """A file: take lines up to the first that must wait; returns how many."""
         await self._writer.wait_for_space()
-        held = await self._run(lines, stop_at_hold=True)
+        since = self._file_since or time.monotonic()
+        held = await self._run(lines, stop_at_hold=True, since=since)
+        self._file_since = since if held else None
         consumed = len(lines) - len(held)
         # The listener counts what it receives; a file's lines count once, when taken.
         self._received.inc(consumed)
@@ -84,27 +88,30 @@ class Ingest:
     async def retry_held(self) -> None:
         """Offer held bodies again (called now and then by the service)."""
         if self._held:
-            bodies, self._held = self._held, []
-            self._held.extend(await self._run(bodies, stop_at_hold=False))
+            waiting, self._held = self._held, []
+            # The latest arrival among them: a map fetched after it settles them all.
+            since = max(first for _, first in waiting)
+            held = await self._run([body for body, _ in waiting], False, since=since)
+            self._held.extend((body, since) for body in held)
 
-    async def _run(self, bodies, stop_at_hold: bool) -> list[bytes]:
+    async def _run(self, bodies, stop_at_hold: bool, since: float) -> list[bytes]:
         if not bodies:
             return []
         # On the loop itself while nothing needs the network (no thread hand-off per
         # read); from the first line that does, in the worker.
-        held, rest = self._take(bodies, stop_at_hold, True)
+        held, rest = self._take(bodies, stop_at_hold, True, since)
         if rest:
             loop = asyncio.get_running_loop()
             more, _ = await loop.run_in_executor(
-                self._executor, self._take, rest, stop_at_hold, False
+                self._executor, self._take, rest, stop_at_hold, False, since
             )
             held = held + more
         self._writer.rows_added()
         return held
 
-    def _take(self, bodies, stop_at_hold: bool, inline: bool) -> tuple[list, list]:
+    def _take(self, bodies, stop_at_hold: bool, inline: bool, since: float) -> tuple[list, list]:
         started = time.perf_counter()
-        result = self._maker.make(bodies, stop_at_hold=stop_at_hold, inline=inline)
+        result = self._maker.make(bodies, stop_at_hold=stop_at_hold, inline=inline, since=since)
         encoded = time.perf_counter()
         if result.rows:
             self._spool.append(encode(result.rows), len(result.rows))

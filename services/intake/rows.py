@@ -73,7 +73,7 @@ class _NeedsWorker(Exception):
 class Resolver(Protocol):
     def known(self) -> dict[str, str]: ...
     def stale(self) -> bool: ...
-    def site_id(self, host: str) -> str | None: ...
+    def site_id(self, host: str, since: float | None = None) -> str | None: ...
 
 
 class Salts(Protocol):
@@ -129,9 +129,16 @@ class RowMaker:
         self._clock = clock
         self._hashers: dict[int, object] = {}
         self._inline = False
+        self._since: float | None = None
         self._today = -1
 
-    def make(self, bodies: list, stop_at_hold: bool = False, inline: bool = False) -> Result:
+    def make(
+        self,
+        bodies: list,
+        stop_at_hold: bool = False,
+        inline: bool = False,
+        since: float | None = None,
+    ) -> Result:
         """Rows for ``bodies`` in order; the invalid ones counted by reason.
 
         ``bodies`` may hold ``InvalidLine`` items (a framing or file-level verdict), which
@@ -139,9 +146,12 @@ class RowMaker:
         and every one after it are held, so the caller can offer them again in order.
         With ``inline`` (the caller is an event loop) nothing here may wait on the
         network: the first body that would is left, with the rest, in ``Result.rest``.
+        ``since`` is when (the resolver's clock) the bodies first arrived: a host is
+        unknown only if a host map fetched after that lacks it.
         """
         result = Result()
         self._inline = inline
+        self._since = since
         if inline and self._resolver.stale():
             result.rest = list(bodies)
             return result
@@ -287,7 +297,7 @@ class RowMaker:
     def _site(self, host: str) -> str:
         if self._inline:
             raise _NeedsWorker
-        site = self._resolver.site_id(clean_host(host))  # may raise RetryLater
+        site = self._resolver.site_id(clean_host(host), self._since)  # may raise RetryLater
         if site is None:
             raise InvalidLine("unknown_host")
         return site

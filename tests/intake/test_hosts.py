@@ -131,3 +131,20 @@ def test_http_error_is_unavailable_and_corrupt_saved_map_ignored(tmp_path, clock
 
     with pytest.raises(HostsUnavailable):
         resolver(Failing(), tmp_path, clock).site_id("a.localhost")
+
+
+def test_a_line_for_a_site_made_after_the_last_fetch_waits_for_the_next_one(tmp_path, clock):
+    api = FakeApi({"a.localhost": "s1"})
+    hosts = resolver(api, tmp_path, clock)
+    assert hosts.site_id("a.localhost") == "s1"
+    clock.now += 1.0  # the site is created, its first line arrives within 2 s of the fetch
+    api.hosts["new.localhost"] = "s2"
+    arrived = clock.now
+    with pytest.raises(HostsUnavailable):
+        hosts.site_id("new.localhost", arrived)  # held, not dropped as a stranger
+    clock.now += 2.0
+    assert hosts.site_id("new.localhost", arrived) == "s2"
+    # A stranger is dropped once a map fetched after its line arrived lacks it.
+    with pytest.raises(HostsUnavailable):
+        hosts.site_id("evil.example", clock.now + 0.5)
+    assert hosts.site_id("evil.example", arrived) is None

@@ -29,7 +29,7 @@ class Hosts:
     def stale(self) -> bool:
         return False
 
-    def site_id(self, host: str) -> str | None:
+    def site_id(self, host: str, since: float | None = None) -> str | None:
         self.lookups.append(host)
         if host in self.hosts:
             return self.hosts[host]

@@ -52,7 +52,7 @@ class StaticHosts:
     def stale(self):
         return False
 
-    def site_id(self, host):
+    def site_id(self, host, since=None):
         return self.HOSTS.get(host)
 
 
