@@ -57,6 +57,8 @@ _DETACHED = (
     "SELECT DISTINCT partition_id FROM system.detached_parts "
     "WHERE database = currentDatabase() AND table = 'visitor_salts'"
 )
+
+
 class SaltUnavailable(RetryLater):
     """ClickHouse could not be asked for (or given) the day's salt."""
 

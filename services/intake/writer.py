@@ -150,8 +150,8 @@ class Writer:
         if since is not None and self._clock() - since >= self._flush_seconds:
             self._close_batch()
             return
-        timeout = self._flush_seconds if since is None else self._flush_seconds - (
-            self._clock() - since
+        timeout = (
+            self._flush_seconds if since is None else self._flush_seconds - (self._clock() - since)
         )
         await _wait(self._wake, max(0.01, min(timeout, 0.5)))
         self._wake.clear()
@@ -196,8 +196,9 @@ class Writer:
         retrying = AsyncRetrying(
             # Only errors of the storage: never a cancellation (a stopping loop) or ours.
             retry=retry_if_exception(
-                lambda exc: isinstance(exc, Exception)
-                and not isinstance(exc, _DataRefused | _Stopping)
+                lambda exc: (
+                    isinstance(exc, Exception) and not isinstance(exc, _DataRefused | _Stopping)
+                )
             ),
             wait=wait_exponential_jitter(multiplier=self._backoff[0], max=self._backoff[1]),
             before_sleep=self._before_sleep,

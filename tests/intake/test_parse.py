@@ -33,6 +33,7 @@ def format_bunny_json(line: LogLine) -> bytes:
     }
     return json.dumps(record, ensure_ascii=True, separators=(",", ":")).encode("ascii") + b"\n"
 
+
 REAL_CADDY = (
     '{"level":"info","ts":1795845242.7551901,"logger":"http.log.access.log0",'
     '"msg":"handled request",'

@@ -51,10 +51,17 @@ def count(chdb_storage, site: str) -> tuple[int, int]:
 def bodies(site_host: str, n: int, start: int = 0) -> list[bytes]:
     now = int(time.time() * 1000)
     return [
-        json.dumps({
-            "Host": site_host, "Status": 200, "Timestamp": now - 1000, "PathAndQuery": f"/{i}",
-            "RemoteIp": f"10.0.{i % 250}.0", "UserAgent": "Mozilla/5.0", "RequestId": f"{i:032x}",
-        }).encode()  # fmt: skip
+        json.dumps(
+            {
+                "Host": site_host,
+                "Status": 200,
+                "Timestamp": now - 1000,
+                "PathAndQuery": f"/{i}",
+                "RemoteIp": f"10.0.{i % 250}.0",
+                "UserAgent": "Mozilla/5.0",
+                "RequestId": f"{i:032x}",
+            }
+        ).encode()  # fmt: skip
         for i in range(start, start + n)
     ]
 
