@@ -21,7 +21,7 @@ from .stackdriver import git, make_repo, running_stack, stats, supervisor_pid, w
 pytestmark = pytest.mark.integration
 
 LINES = 30_000
-RATE = 5_000  # lines/s: about six seconds of stream, the restart inside it
+RATE = 1_000  # lines/s: thirty seconds of stream, the whole restart (~10 s) inside it
 
 
 class Visitors(threading.Thread):

@@ -425,7 +425,7 @@ class Sender(threading.Thread):
                     return "done"
                 due = started + first / self.rate
                 if time.monotonic() < due:
-                    time.sleep(min(0.01, due - time.monotonic()))
+                    time.sleep(max(0.0, min(0.01, due - time.monotonic())))
                     continue
                 lines = [frame(n, self.host) for n in range(first, upto)]
                 lengths = [len(line) for line in lines]
