@@ -2,13 +2,13 @@
 served by Caddy and forwarded as Bunny records, and afterwards no file under
 ECSTATIC_HOME, nor any row ClickHouse holds, carries any of those addresses in any form.
 
-Why both a byte grep and a ClickHouse dump: ClickHouse compresses every column. LZ4 keeps
-a string literally only when no 4-byte run of it occurred shortly before (else it is a
-back-reference), and ZSTD entropy-codes even its literals, so a byte grep over column
-files can miss an address inside a String column. The dump reads every stored table
-decompressed (as the engine sees it), and the byte grep covers everything stored
-plainly: spools, offsets, logs, the api's SQLite, chDB's metadata. No table has an IP
-column at all (checked too), so an address could only hide inside a string.
+Why both a byte grep and a ClickHouse dump: ClickHouse compresses every column, and a
+byte grep of compressed column files can miss an address (LZ4 back-references, ZSTD's
+entropy coding). The grep therefore reads ClickHouse's files decompressed as well
+(tests/disk_bytes.py), and the dump reads every stored table as the engine sees it; the
+grep also covers everything stored plainly: spools, offsets, logs, the api's SQLite,
+chDB's metadata. No table has an IP column at all (checked too), so an address could
+only hide inside a string.
 
 The one exception is Caddy's own live access log: it must be owner-only, and is the
 intake's input (bounded by the roll size; rotated files are deleted once ingested).
@@ -19,7 +19,6 @@ from __future__ import annotations
 import http.client
 import ipaddress
 import json
-import os
 import socket
 import stat
 import subprocess
@@ -28,6 +27,8 @@ import time
 from pathlib import Path
 
 import pytest
+
+from tests.disk_bytes import contents
 
 from .stackdriver import BROWSER_UA, git, make_repo, running_stack, stats, with_token
 
@@ -75,23 +76,10 @@ def forms(ip: str) -> dict[str, bytes]:
     return found
 
 
-def files_under(root: Path):
-    for top, _dirs, files in os.walk(root):
-        for name in files:
-            path = Path(top, name)
-            if not path.is_symlink():
-                yield path
-
-
 def grep(root: Path, needles: dict[str, dict[str, bytes]], skip: set[Path]) -> list[str]:
+    """Each IP form found under ``root``, in raw bytes or in a decompressed stream."""
     found = []
-    for path in files_under(root):
-        if path in skip:
-            continue
-        try:
-            data = path.read_bytes()
-        except OSError:
-            continue
+    for path, data in contents(root, frozenset(skip)):
         for ip, ways in needles.items():
             for way, needle in ways.items():
                 if needle in data:

@@ -1,5 +1,6 @@
 """Salt destruction on the real embedded engine: an old day's salt is gone from the
-data directory's bytes, not only from query results, and today's keeps working."""
+data directory's bytes (decompressed, so LZ4 cannot hide one), not only from query
+results, and today's keeps working."""
 
 from __future__ import annotations
 
@@ -11,21 +12,9 @@ from urllib.parse import urlsplit
 import pytest
 
 from services.intake.salts import SaltStore
+from tests.disk_bytes import files_holding
 
 pytestmark = pytest.mark.integration
-
-
-def files_holding(root: Path, needle: bytes) -> list[str]:
-    found = []
-    for top, _dirs, files in os.walk(root):
-        for name in files:
-            path = Path(top, name)
-            try:
-                if needle in path.read_bytes():
-                    found.append(str(path))
-            except OSError:
-                continue  # a part ClickHouse removed while we walked
-    return found
 
 
 def stored(storage, salts: dict[date, str]) -> None:
