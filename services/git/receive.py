@@ -11,7 +11,11 @@ Three changes to ``ReceivePackHandler``, registered through
 * an exception escaping the ``update`` hook refuses the ref (dulwich would let it
   propagate, and a hook that swallowed it would let the ref move);
 * pushes to one repository are serialized, and a ref update that still loses a race
-  fails loudly (dulwich reports it as ``ok`` and runs post-receive for it).
+  fails loudly (dulwich reports it as ``ok`` and runs post-receive for it);
+* holding that lock, a ref lock file left by a killed receiver is stale (every ref
+  writer holds it) and is removed, where dulwich would refuse every later push;
+* any other failure mid-push still reaches the pusher as a ``remote: error:`` line,
+  not only as a hung-up connection.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from dulwich.server import ReceivePackHandler
 
 from .limits import IntakeLimits, IntakeRefused
 from .locks import SiteLocks
+from .middleware import CLIENT_ERRORS
 from .packs import add_guarded_pack
 
 __all__ = ["EchoingReceivePackHandler", "HANDLERS", "make_handlers"]
@@ -34,6 +39,24 @@ __all__ = ["EchoingReceivePackHandler", "HANDLERS", "make_handlers"]
 log = logging.getLogger(__name__)
 
 _CHECK_FAILED = b"deploy rejected: the push could not be checked (internal error)"
+_INTERNAL = "error: the server failed while receiving this push (it is logged); push again\n"
+
+
+def clear_stale_ref_locks(controldir: Path) -> list[Path]:
+    """Remove ``refs/**/*.lock`` and ``packed-refs.lock``; only call holding the push lock.
+
+    dulwich takes these with ``O_EXCL`` and removes them when done, so one that exists
+    while no receiver runs was left by a killed process. Returns what was removed.
+    """
+    found = [*Path(controldir, "refs").rglob("*.lock"), Path(controldir, "packed-refs.lock")]
+    removed = []
+    for path in found:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+            removed.append(path)
+    for path in removed:
+        log.warning("removed a stale ref lock", extra={"file": path.name})
+    return removed
 
 
 class EchoingReceivePackHandler(ReceivePackHandler):
@@ -65,8 +88,36 @@ class EchoingReceivePackHandler(ReceivePackHandler):
         if self.advertise_refs or not self.stateless_rpc:
             super().handle()
             return
-        with SiteLocks(Path(self.repo.controldir()), timeout=self.lock_timeout).hold("push"):
-            super().handle()
+        controldir = Path(self.repo.controldir())
+        with SiteLocks(controldir, timeout=self.lock_timeout).hold("push"):
+            clear_stale_ref_locks(controldir)
+            try:
+                super().handle()
+            except Exception:
+                if not self._told:
+                    self._progress(_INTERNAL)
+                raise
+
+    def _apply_pack(self, refs):
+        # dulwich catches only I/O and pack errors here; anything else would end the
+        # response mid-protocol, which git reports as a hang-up (or, through a proxy
+        # that ends it cleanly, waits on forever). Finish the report instead: every ref
+        # not yet answered fails, so none of them is deployed, and the pusher is told.
+        answered = set()
+        try:
+            for name, status in super()._apply_pack(refs):
+                answered.add(name)
+                yield name, status
+        except Exception as exc:
+            if self._told or isinstance(exc, CLIENT_ERRORS):
+                raise  # already explained, or nobody is listening
+            log.exception("push failed on the server")
+            self._progress(_INTERNAL)
+            if b"unpack" not in answered:
+                yield b"unpack", b"internal error"
+            for _old, _new, ref in refs:
+                if ref not in answered:
+                    yield ref, b"internal error"
 
     def _add_pack(self, store, read_all, read_some, progress=None, *, max_input_size=None):
         try:
@@ -100,7 +151,10 @@ class EchoingReceivePackHandler(ReceivePackHandler):
             )
         return error
 
+    _told = False  # an error line already reached the pusher
+
     def _progress(self, text: str) -> None:
+        self._told = self._told or text.startswith("error:")
         # has_capability raises if the client sent none; then there is no sideband.
         with contextlib.suppress(GitProtocolError):
             if self.has_capability(CAPABILITY_SIDE_BAND_64K):

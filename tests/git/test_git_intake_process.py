@@ -189,7 +189,8 @@ def test_kill_9_mid_push_keeps_the_old_version_and_the_next_push_works(rooms, gi
         leftovers += list((room.config.git_root / ".work").glob("*"))
         assert leftovers == [], home
         commit(git, work, {"index.html": f"{version[0]} again"})
-        result = git("push", "-f", room.url(*site), "main", cwd=work)
+        result = git("push", "-f", room.url(*site), "main", cwd=work, check=False)
+        assert result.returncode == 0, result.stderr + "\n--- the rooms' stderr:\n" + room.stderr()
         assert "remote: live at" in result.stderr
         assert (live / "index.html").read_text() == f"{version[0]} again"
         previous = (f"{version[0]} again", version[1])

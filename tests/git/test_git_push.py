@@ -168,3 +168,45 @@ def test_large_push_sent_in_chunks(room, git, work):
 
     assert "remote: live at http://large.localhost:8080/" in result.stderr
     assert (room.live("large.localhost") / "data.bin").read_bytes() == blob
+
+
+def test_a_ref_lock_left_by_a_killed_receiver_does_not_block_later_pushes(room, git, work):
+    # kill -9 between dulwich taking refs/heads/main.lock and renaming it leaves the
+    # file behind; dulwich alone would then refuse every later push of the branch.
+    site_id, token = room.new_site("stalelock")
+    commit(git, work, {"index.html": "one"})
+    git("push", "-q", room.url(site_id, token), "main", cwd=work)
+    repo = room.config.git_root / f"{site_id}.git"
+    stale = [repo / "refs/heads/main.lock", repo / "packed-refs.lock"]
+    for path in stale:
+        path.write_bytes(b"0" * 40 + b"\n")
+
+    commit(git, work, {"index.html": "two"})
+    result = git("push", room.url(site_id, token), "main", cwd=work)
+
+    assert "remote: live at" in result.stderr
+    assert (room.live("stalelock.localhost") / "index.html").read_text() == "two"
+    assert [path for path in stale if path.exists()] == []
+
+
+def test_an_internal_error_mid_push_reaches_the_pusher_as_a_remote_line(
+    room, git, work, monkeypatch
+):
+    from dulwich.server import ReceivePackHandler
+
+    site_id, token = room.new_site("boom")
+    commit(git, work, {"index.html": "one"})
+    git("push", "-q", room.url(site_id, token), "main", cwd=work)
+
+    def broken(self, refs):
+        raise RuntimeError("disk on fire")
+        yield  # pragma: no cover - a generator, like dulwich's
+
+    monkeypatch.setattr(ReceivePackHandler, "_apply_pack", broken)
+    commit(git, work, {"index.html": "two"})
+    result = git("push", room.url(site_id, token), "main", cwd=work, check=False)
+
+    assert result.returncode != 0
+    assert "remote: error: the server failed while receiving this push" in result.stderr
+    assert "disk on fire" not in result.stderr  # details go to the log, not the pusher
+    assert (room.live("boom.localhost") / "index.html").read_text() == "one"
