@@ -13,6 +13,7 @@ to publish.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import stat
 import zlib
@@ -24,17 +25,20 @@ from dulwich.objects import Blob, Commit, ShaFile, Tag, Tree
 
 from services.build import BuildConfig, ConfigError, parse_config
 from services.cdn.base import SourceFile
+from services.cdn.local import remove_tree
 
 __all__ = [
     "CONFIG_FILE",
     "DeployRejected",
     "Limits",
     "Plan",
+    "Spare",
     "StreamedFile",
     "flush_files",
     "format_bytes",
     "forget_unlinked",
     "iter_files",
+    "link_spare",
     "plan_checkout",
     "write_checkout",
 ]
@@ -43,6 +47,8 @@ CONFIG_FILE = "ecstatic.toml"
 _MAX_NAME_BYTES = 255  # NAME_MAX on Linux file systems
 _MAX_PATH_BYTES = 4000  # leaves room under PATH_MAX for the release directory
 _S_IFGITLINK = 0o160000
+
+log = logging.getLogger(__name__)
 
 
 class DeployRejected(Exception):
@@ -82,6 +88,39 @@ class Plan:
     file_count: int = 0  # what write_checkout wrote
     bytes: int = 0
     written: list[tuple[str, bytes]] = field(default_factory=list)  # not from the cache
+
+
+@dataclass(frozen=True)
+class Spare:
+    """A site's last checkout linked again from its cache, to start the next one from.
+
+    A push that changes one file of a thousand then renames the spare into place and
+    replaces one file, instead of linking a thousand (``write_checkout``'s ``spare``).
+    Only this process writes it, under the owner-only cache; ``files`` is what it holds.
+    """
+
+    path: Path
+    files: dict[str, bytes]  # path -> blob sha
+
+
+def link_spare(files: list[tuple[str, bytes]], cache: Path, path: Path) -> Spare:
+    """Link a checkout's ``files`` from the site's ``cache`` into a new ``path``.
+
+    Raises:
+        OSError: a cache entry is missing, or ``path`` exists; nothing is left behind.
+    """
+    os.mkdir(path, 0o700)
+    root, pool, made = os.fspath(path), os.fspath(cache), {""}
+    try:
+        for name, sha in files:
+            parent = name.rpartition("/")[0]
+            if parent not in made:
+                _make_parents(root, parent, made)
+            os.link(f"{pool}/{sha.decode('ascii')}", f"{root}/{name}")
+    except BaseException:
+        _remove_quietly(path)
+        raise
+    return Spare(path=path, files=dict(files))
 
 
 def format_bytes(count: int) -> str:
@@ -160,6 +199,7 @@ def write_checkout(
     dest: Path | None,
     cache: Path | None = None,
     plan: Plan | None = None,
+    spare: Spare | None = None,
 ) -> Plan:
     """Check a commit's whole tree and, given ``dest``, write its files there.
 
@@ -177,6 +217,8 @@ def write_checkout(
         dest: Where to write the tree (must not exist), or None to only check.
         cache: The site's checkout cache, or None.
         plan: The plan the check already made of this very commit (saves a walk).
+        spare: A ``Spare`` to take over as ``dest`` (it is used up): only the files
+            that differ from its own are removed, linked or written.
 
     The files written (``plan.written``) are not flushed to disk: whoever makes a
     release of them does (``LocalCDN.stage``'s ``fresh``), or ``flush_files``.
@@ -190,31 +232,85 @@ def write_checkout(
         plan = _fresh(plan)
     if dest is None:
         return plan
-    dest.mkdir(parents=True, exist_ok=False)
     root = os.fspath(dest)
     pool = os.fspath(cache) if cache is not None else None
     if pool is not None:
         os.makedirs(pool, exist_ok=True)
-    made: set[str] = {""}
+    if spare is not None and pool is not None:
+        kept = _take_spare(spare, plan, dest)
+        if kept is not None:
+            _fill(store, plan, limits, root, pool, *kept)
+            return plan
+    dest.mkdir(parents=True, exist_ok=False)
+    _fill(store, plan, limits, root, pool, {""}, {})
+    return plan
+
+
+def _take_spare(spare: Spare, plan: Plan, dest: Path) -> tuple[set[str], dict] | None:
+    """Rename the spare to ``dest`` and remove what the plan does not keep.
+
+    Returns the directories left in place and the files kept as they are, or None
+    (nothing at ``dest``) when the spare cannot be used: then a full checkout follows.
+    """
+    try:
+        os.rename(spare.path, dest)
+    except OSError:
+        return None
+    wanted = dict(plan.files)
+    kept = {path: sha for path, sha in spare.files.items() if wanted.get(path) == sha}
+    old_dirs, new_dirs = _directories(spare.files), _directories(wanted)
+    root = os.fspath(dest)
+    try:
+        for path in spare.files.keys() - kept.keys():
+            os.unlink(f"{root}/{path}")
+        # Deepest first, so each is empty by its turn (a file there was removed above).
+        for directory in sorted(old_dirs - new_dirs, key=lambda d: d.count("/"), reverse=True):
+            os.rmdir(f"{root}/{directory}")
+    except OSError:
+        log.warning("spare checkout unusable; checking out in full", exc_info=True)
+        _remove_quietly(dest)
+        return None
+    return (old_dirs & new_dirs) | {""}, kept
+
+
+def _directories(files) -> set[str]:
+    found: set[str] = set()
+    for path in files:
+        parent = path.rpartition("/")[0]
+        while parent and parent not in found:
+            found.add(parent)
+            parent = parent.rpartition("/")[0]
+    return found
+
+
+def _fill(store, plan: Plan, limits: Limits, root: str, pool, made: set[str], kept) -> None:
+    """Put every planned file not in ``kept`` under ``root``: linked, else written."""
     for (path, sha), planned in zip(plan.files, plan.sizes, strict=True):
-        parent, _, _name = path.rpartition("/")
-        if parent not in made:
-            _make_parents(root, parent, made)
-        target = f"{root}/{path}"
-        cached = f"{pool}/{sha.decode('ascii')}" if pool is not None else None
-        size = planned if cached is not None and _linked(cached, target) else None
-        if size is None:
-            size = _write_file(store, plan, path, sha, Path(target), limits)
-            plan.written.append((path, sha))
-            if cached is not None:
-                with contextlib.suppress(OSError):  # another checkout made it first: fine
-                    os.link(target, cached)
+        if kept.get(path) == sha:
+            size = planned  # already there, linked from the cache it was checked into
+        else:
+            parent = path.rpartition("/")[0]
+            if parent not in made:
+                _make_parents(root, parent, made)
+            target = f"{root}/{path}"
+            cached = f"{pool}/{sha.decode('ascii')}" if pool is not None else None
+            size = planned if cached is not None and _linked(cached, target) else None
+            if size is None:
+                size = _write_file(store, plan, path, sha, Path(target), limits)
+                plan.written.append((path, sha))
+                if cached is not None:
+                    with contextlib.suppress(OSError):  # another checkout made it first
+                        os.link(target, cached)
         plan.bytes += size
         plan.file_count += 1
         if plan.bytes > limits.max_bytes:  # the plan's sizes said otherwise: never trust
             limit = format_bytes(limits.max_bytes)
             raise DeployRejected(f"the published files add up to more than {limit}, the limit")
-    return plan
+
+
+def _remove_quietly(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        remove_tree(path)
 
 
 def _fresh(plan: Plan) -> Plan:

@@ -16,15 +16,18 @@ from typing import Protocol
 from cachetools import LRUCache
 
 from services.cdn.base import PublishError, ReleaseBackend
+from services.cdn.local import remove_tree
 from services.core.metrics import GitMetrics
 
 from .checkout import (
     DeployRejected,
     Limits,
     Plan,
+    Spare,
     flush_files,
     forget_unlinked,
     format_bytes,
+    link_spare,
     write_checkout,
 )
 from .deploy_api import DeployApi
@@ -42,6 +45,8 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+_SPARE_SUFFIX = ".spare"  # beside the site's cache directory: "<site id>.spare"
 
 
 def release_id(job: DeployJob) -> str:
@@ -68,7 +73,14 @@ class Checkout:
         # A plan depends only on the commit (content-addressed) and the limits: the
         # deploy of a commit the update hook just checked need not walk it again.
         self._plans: LRUCache[bytes, Plan] = LRUCache(maxsize=self._PLANS_KEPT)
+        # Each site's last checkout, linked again after its deploy (``finish``): the next
+        # push starts from it and touches only the files that changed.
+        self._spares: dict[str, Spare] = {}
+        self._checked_out: dict[str, list[tuple[str, bytes]]] = {}  # deploy id -> files
         self._lock = threading.Lock()
+        if cache_root is not None:  # spares a previous process left: nobody knows them
+            for stale in cache_root.glob(f"*{_SPARE_SUFFIX}"):
+                remove_tree(stale)
 
     def check(self, repo, commit: bytes) -> None:
         """Refuse a commit before its branch moves (``ValidateHook``): no file is written.
@@ -88,6 +100,7 @@ class Checkout:
         assert job.workdir is not None
         with self._lock:  # taken, not kept: a big tree's plan is not small
             plan = self._plans.pop(job.commit, None)
+            spare = self._spares.pop(job.site_id, None)
         try:
             checkout = write_checkout(
                 job.repo.object_store,
@@ -96,9 +109,12 @@ class Checkout:
                 dest=job.workdir / "src",
                 cache=self._cache(job),
                 plan=plan,
+                spare=spare,
             )
         except DeployRejected as exc:
             raise StepFailed("rejected", exc.message) from exc
+        with self._lock:
+            self._checked_out[job.deploy_id] = checkout.files
         job.fresh = checkout.written  # flushed by the release made of them, or by finish
         job.config = checkout.config
         for note in checkout.notes:
@@ -114,12 +130,29 @@ class Checkout:
         A file the cache keeps is linked into later releases as it is, so its contents
         must be on disk by then, whatever became of this deploy.
         """
+        with self._lock:
+            files = self._checked_out.pop(job.deploy_id, None)
         cache = self._cache(job)
         if cache is None:
             return
         flush_files([os.fspath(cache / sha.decode("ascii")) for _path, sha in job.fresh])
         job.fresh = []
+        if files is not None:  # before the GC: the spare's links keep its entries
+            self._keep_spare(job.site_id, files, cache)
         forget_unlinked(cache)
+
+    def _keep_spare(self, site_id: str, files, cache: Path) -> None:
+        path = cache.with_name(f"{cache.name}{_SPARE_SUFFIX}")
+        with self._lock:
+            old = self._spares.pop(site_id, None)
+        remove_tree(old.path if old is not None else path)
+        try:
+            spare = link_spare(files, cache, path)
+        except OSError:
+            log.warning("no spare checkout kept", extra={"site_id": site_id}, exc_info=True)
+            return
+        with self._lock:
+            self._spares[site_id] = spare
 
     def _cache(self, job: DeployJob) -> Path | None:
         return self._cache_root / job.site_id if self._cache_root else None
