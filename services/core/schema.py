@@ -26,7 +26,16 @@ from clickhouse_migrations.migrator import Migrator
 
 from .storage import Storage
 
-__all__ = ["REQUEST_COLUMNS", "INGEST_COLUMNS", "MIGRATIONS_DIR", "migrate", "apply_ttl"]
+__all__ = [
+    "INGEST_COLUMNS",
+    "INGEST_SETTINGS",
+    "INGEST_TABLE",
+    "MIGRATIONS_DIR",
+    "REQUEST_COLUMNS",
+    "apply_ttl",
+    "insert_ingest",
+    "migrate",
+]
 
 log = logging.getLogger(__name__)
 MIGRATIONS_DIR = Path(__file__).with_name("clickhouse")
@@ -55,9 +64,12 @@ REQUEST_COLUMNS = (
     "request_id",
 )
 
-# What the intake sends per line (JSONCompactEachRow, in this order). The engine derives
-# ts, path, status_class, file_type, is_page and referrer_host from these on insert
-# (migration 002); ts_ms, raw_path, referrer and range_request are never stored.
+# What the intake sends per line (JSONCompactEachRow, in this order) to INGEST_TABLE, a
+# Null table whose view feeds requests (migration 004). The engine derives ts, path,
+# status_class, file_type, is_page and referrer_host from these on insert (migration
+# 002); ts_ms, raw_path, referrer and range_request are never stored.
+INGEST_TABLE = "requests_ingest"
+INGEST_SETTINGS = {"deduplicate_blocks_in_dependent_materialized_views": 1}
 INGEST_COLUMNS = (
     "site_id",
     "ts_ms",
@@ -103,6 +115,20 @@ class _StorageConnection(Connection):
 
     def __exit__(self, exc_type, exc_value, traceback) -> None:
         return None
+
+
+def insert_ingest(storage: Storage, data: bytes, token: str) -> None:
+    """Insert the intake's encoded rows (``INGEST_COLUMNS``, JSONCompactEachRow) once.
+
+    ``token`` deduplicates: the same batch sent again is stored once.
+    """
+    storage.insert_raw(
+        INGEST_TABLE,
+        INGEST_COLUMNS,
+        data,
+        fmt="JSONCompactEachRow",
+        settings={**INGEST_SETTINGS, "insert_deduplication_token": token},
+    )
 
 
 def migrate(storage: Storage, directory: Path = MIGRATIONS_DIR) -> list[int]:

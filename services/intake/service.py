@@ -14,6 +14,7 @@ leaves the rest in the spool for the next process.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import threading
 import time
@@ -22,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from services.core.config import Config
 from services.core.metrics import IntakeMetrics
 from services.core.runtime import Context, DeferredStorage
-from services.core.schema import INGEST_COLUMNS, apply_ttl
+from services.core.schema import apply_ttl, insert_ingest
 from services.core.storage import Storage
 
 from .agents import AgentParser
@@ -142,18 +143,9 @@ class IntakeService:
         spool.open()
         storage = self._storage
 
-        def insert(data: bytes, token: str) -> None:
-            storage.insert_raw(
-                "requests",
-                INGEST_COLUMNS,
-                data,
-                fmt="JSONCompactEachRow",
-                settings={"insert_deduplication_token": token},
-            )
-
         writer = self._writer = Writer(
             spool,
-            insert,
+            functools.partial(insert_ingest, storage),
             self._metrics,
             batch_rows=config.intake.batch_rows,
             flush_seconds=config.intake.flush_seconds,

@@ -7,6 +7,7 @@ from prometheus_client import CollectorRegistry
 
 from services.core.config import Config
 from services.core.metrics import IntakeMetrics
+from services.core.schema import INGEST_TABLE
 from services.intake.service import IntakeService
 
 
@@ -32,7 +33,7 @@ class FakeStorage:
         self.salts.extend(rows)
 
     def insert_raw(self, table, columns, data, fmt, settings):
-        assert (table, fmt) == ("requests", "JSONCompactEachRow")
+        assert (table, fmt) == (INGEST_TABLE, "JSONCompactEachRow")
         if self.down:
             raise ConnectionError("clickhouse down")
         token = settings["insert_deduplication_token"]

@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from services.core.schema import INGEST_COLUMNS
+from services.core.schema import insert_ingest
 from services.intake.ingest import Ingest
 from services.intake.recent import RecentIds
 from services.intake.rows import RowMaker
@@ -33,10 +33,7 @@ class Storage:
         if self.failing:
             raise ConnectionError("injected: storage unavailable")
         self.tokens.append(token)
-        self.chdb.insert_raw(
-            "requests", INGEST_COLUMNS, data, fmt="JSONCompactEachRow",
-            settings={"insert_deduplication_token": token},
-        )  # fmt: skip
+        insert_ingest(self.chdb, data, token)
 
 
 def count(chdb_storage, site: str) -> tuple[int, int]:
