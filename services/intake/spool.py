@@ -171,11 +171,16 @@ class Spool:
         with self._lock:
             segment = self._segment()
             offset = segment.size + _HEADER.size
-            record = _HEADER.pack(DATA, len(payload), zlib.crc32(payload), rows) + payload
-            segment.handle.write(record)
+            header = _HEADER.pack(DATA, len(payload), zlib.crc32(payload), rows)
+            # Header and payload in one system call, without copying the payload first.
+            segment.handle.flush()
+            size = len(header) + len(payload)
+            written = os.writev(segment.handle.fileno(), (header, payload))
+            if written < size:  # a short write (a full disk raises): finish it plainly
+                segment.handle.write((header + payload)[written:])
             segment.handle.flush()  # into the kernel: survives kill -9
-            segment.size += len(record)
-            self._bytes += len(record)
+            segment.size += size
+            self._bytes += size
             self._open_spans.append((offset, len(payload)))
             self._open_parts.append(payload)
             self._open_rows += rows

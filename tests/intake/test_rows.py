@@ -250,3 +250,11 @@ def test_hot_path_cost_is_reported_per_line_not_timed():
     started = time.process_time()
     result = maker(seen=RecentIds().seen).make(bodies)
     assert len(result.rows) == 500 and time.process_time() >= started
+
+
+def test_recent_ids_remember_at_least_their_capacity_and_forget_beyond_twice_it():
+    recent = RecentIds(100)
+    assert [recent.seen(str(n)) for n in range(250)] == [False] * 250
+    # The last 100 are always remembered; nothing older than the last 200 is.
+    assert all(recent.seen(str(n)) for n in range(150, 250))
+    assert not any(recent.seen(str(n)) for n in range(0, 50))
