@@ -40,7 +40,7 @@ MAX_AHEAD_MS = DAY_MS
 _METHOD_CHARS = 16
 
 
-class _Bunny(msgspec.Struct):
+class _Bunny(msgspec.Struct, gc=False):  # str and int fields: no cycles to track
     """The fields of Bunny's JSON record that Ecstatic reads (bunny.md section 3)."""
 
     Host: str
