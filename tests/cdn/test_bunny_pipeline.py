@@ -19,8 +19,6 @@ import logging
 import random
 import threading
 from pathlib import Path
-from socketserver import ThreadingMixIn
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import pytest
 import requests
@@ -49,6 +47,7 @@ from services.git.pipeline import DeployJob, Pipeline
 from services.git.restore import RestoreApp
 from services.git.steps import Activate, Publish, Record
 from tests.cdn.bunny_double import BunnyDouble
+from tests.wsgi_serving import threaded_server
 
 ZONE = "sites"
 STORAGE_KEY = "zone-pw-7d41-STORAGE-SECRET"
@@ -91,22 +90,11 @@ def bunny_env(home: Path, double: BunnyDouble, **extra: str) -> dict[str, str]:
     }
 
 
-class _Quiet(WSGIRequestHandler):
-    def log_message(self, *args) -> None:
-        pass
-
-
-class _ThreadingServer(ThreadingMixIn, WSGIServer):
-    daemon_threads = True
-
-
 class Serving:
     """A WSGI app on an ephemeral 127.0.0.1 port, in a thread."""
 
     def __init__(self, app):
-        self.server = make_server(
-            "127.0.0.1", 0, app, server_class=_ThreadingServer, handler_class=_Quiet
-        )
+        self.server = threaded_server(app)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,))
         self.thread.daemon = True

@@ -20,8 +20,6 @@ import time
 import zlib
 from hashlib import sha1
 from pathlib import Path
-from socketserver import ThreadingMixIn
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
 import psutil
 import requests
@@ -32,19 +30,11 @@ from services.core.runtime import Context
 from services.falcon_apps.api.store import MetadataStore
 from services.git.backend import SiteRepos
 from services.server import build_process_app
+from tests.wsgi_serving import QuietHandler, ThreadedWSGIServer
 
 HERE = Path(__file__).parent
 REPO = HERE.parent.parent
 MiB = 1 << 20
-
-
-class _Server(ThreadingMixIn, WSGIServer):
-    daemon_threads = True
-
-
-class _Quiet(WSGIRequestHandler):
-    def log_message(self, format, *args):
-        pass
 
 
 def free_port() -> int:
@@ -184,7 +174,7 @@ class ThreadedRoom(_Stack):
     def __init__(self, root: Path, **settings):
         self.root = Path(root)
         # Bind first: the config's api URL is this very server.
-        self.server = _Server(("127.0.0.1", 0), _Quiet)
+        self.server = ThreadedWSGIServer(("127.0.0.1", 0), QuietHandler)
         self.port = self.api_port = self.server.server_port
         self.config = Config.from_env(room_env(self.root / "home", self.port, **settings))
         self.app = build_process_app(["api", "git"], Context(self.config))

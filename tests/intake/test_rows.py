@@ -212,26 +212,26 @@ def test_an_unknown_host_while_the_map_is_down_is_held_not_dropped():
     assert len(stopped.rows) == 1 and stopped.held == bodies[1:]
 
 
-def test_caddy_lines_get_their_country_from_the_offline_database():
-    line = {
+def caddy_body(remote_ip: str, host: str, uri: str) -> bytes:
+    """One line of Caddy's JSON access log."""
+    return json.dumps({
         "level": "info", "ts": NOW - 1, "logger": "http.log.access.log0",
-        "request": {"remote_ip": "192.0.2.7", "method": "GET", "host": "site.example:8080",
-                    "uri": "/", "headers": {"User-Agent": ["curl/8"]}},
+        "request": {"remote_ip": remote_ip, "method": "GET", "host": host,
+                    "uri": uri, "headers": {"User-Agent": ["curl/8"]}},
         "size": 3, "status": 200,
-    }  # fmt: skip
-    rows = maker("caddy", countries=Countries()).make([json.dumps(line).encode()]).rows
+    }).encode()  # fmt: skip
+
+
+def test_caddy_lines_get_their_country_from_the_offline_database():
+    body = caddy_body("192.0.2.7", "site.example:8080", "/")
+    rows = maker("caddy", countries=Countries()).make([body]).rows
     row = as_dict(rows[0])
     assert row["country"] == "NL" and row["log_source"] == "caddy" and row["site_id"] == "s1"
 
 
 def test_caddy_json_over_syslog_is_read_as_caddy():
-    line = {
-        "level": "info", "ts": NOW - 1, "logger": "http.log.access.log0",
-        "request": {"remote_ip": "192.0.2.9", "method": "GET", "host": "site.example",
-                    "uri": "/docs/", "headers": {"User-Agent": ["curl/8"]}},
-        "size": 3, "status": 200,
-    }  # fmt: skip
-    result = maker("bunny", countries=Countries()).make([json.dumps(line).encode()])
+    body = caddy_body("192.0.2.9", "site.example", "/docs/")
+    result = maker("bunny", countries=Countries()).make([body])
     row = as_dict(result.rows[0])
     assert not result.invalid
     assert (row["raw_path"], row["log_source"], row["country"]) == ("/docs/", "caddy", "NL")

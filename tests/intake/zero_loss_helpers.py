@@ -23,7 +23,6 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import requests
 
@@ -32,6 +31,7 @@ from services.core.config import Config
 from services.core.schema import INGEST_COLUMNS
 from services.intake.spool import DATA, _read_records
 from tests.e2e.stackdriver import PORT_NAMES, free_ports
+from tests.wsgi_serving import threaded_server
 
 SITE = "5a5a5a5a5a5a5a5a"
 HOST = "zeroloss.b-cdn.net"
@@ -47,31 +47,11 @@ REPO = Path(__file__).resolve().parents[2]
 # -- the api the processes ask ------------------------------------------------------------
 
 
-class _Quiet(WSGIRequestHandler):
-    def log_message(self, *args):
-        pass
-
-
-class _ThreadedServer(WSGIServer):
-    daemon_threads = True
-
-    def process_request(self, request, client_address):
-        threading.Thread(target=self._handle, args=(request, client_address), daemon=True).start()
-
-    def _handle(self, request, client_address):
-        try:
-            self.finish_request(request, client_address)
-        finally:
-            self.shutdown_request(request)
-
-
 class StubApi:
     """``/internal/hostmap`` (HOST -> SITE) and the token check (TOKEN owns SITE)."""
 
     def __init__(self):
-        self._server = make_server(
-            "127.0.0.1", 0, self._app, server_class=_ThreadedServer, handler_class=_Quiet
-        )
+        self._server = threaded_server(self._app)
         self.url = f"http://127.0.0.1:{self._server.server_port}"
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
 

@@ -20,13 +20,13 @@ import threading
 import time
 import zoneinfo
 from pathlib import Path
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import psutil
 import pytest
 import requests
 
 from tests.e2e.stackdriver import PORT_NAMES, free_ports
+from tests.wsgi_serving import threaded_server
 
 pytestmark = pytest.mark.integration
 
@@ -47,24 +47,6 @@ MAX_GROWTH = 150 * MiB
 MAX_MEDIAN_FACTOR = 3.0
 
 
-class _Quiet(WSGIRequestHandler):
-    def log_message(self, *args):
-        pass
-
-
-class _ThreadedServer(WSGIServer):
-    daemon_threads = True
-
-    def process_request(self, request, client_address):
-        threading.Thread(target=self._handle, args=(request, client_address), daemon=True).start()
-
-    def _handle(self, request, client_address):
-        try:
-            self.finish_request(request, client_address)
-        finally:
-            self.shutdown_request(request)
-
-
 @pytest.fixture
 def stub_api():
     """The api's token check, on a free loopback port: TOKEN owns SITE only."""
@@ -76,7 +58,7 @@ def stub_api():
         start_response(status, [("Content-Type", "application/json")])
         return [json.dumps({"id": SITE} if ok and found else {"error": status[4:]}).encode()]
 
-    server = make_server("127.0.0.1", 0, app, server_class=_ThreadedServer, handler_class=_Quiet)
+    server = threaded_server(app)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.server_port}"
