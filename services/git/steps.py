@@ -144,8 +144,8 @@ class Checkout:
     def _keep_spare(self, site_id: str, files, cache: Path) -> None:
         path = cache.with_name(f"{cache.name}{_SPARE_SUFFIX}")
         with self._lock:
-            old = self._spares.pop(site_id, None)
-        remove_tree(old.path if old is not None else path)
+            self._spares.pop(site_id, None)
+        remove_tree(path)  # the spare a deploy did not use (its own, or a failed one's)
         try:
             spare = link_spare(files, cache, path)
         except OSError:

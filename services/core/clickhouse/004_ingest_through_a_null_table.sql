@@ -27,5 +27,7 @@ CREATE TABLE IF NOT EXISTS requests_ingest (
 )
 ENGINE = Null;
 
+-- The engine expands SELECT * when the view is made: a migration that adds an ingest
+-- column must also drop and recreate this view.
 CREATE MATERIALIZED VIEW IF NOT EXISTS requests_ingest_to_requests TO requests
 AS SELECT * FROM requests_ingest;
