@@ -105,6 +105,8 @@ def test_small_run_makes_every_line_queryable_and_runs_both_baselines(tmp_path):
     assert intake["bytes_sent"] == result["corpus"]["syslog_bytes"]
     assert result["native"]["rows"] == result["native"]["distinct_request_ids"] == 20000
     assert "FROM file(" in result["native"]["statement"]
+    runs = result["native"]["all_seconds"]  # three runs by default, the median counts
+    assert len(runs) == 3 and result["native"]["seconds"] == sorted(runs)[1]
     assert result["goaccess"]["valid_requests"] == result["goaccess"]["total_requests"] == 20000
     assert all(_positive(rate) for rate in result["lines_per_second"].values())
     assert set(result["ratios"]) == {"native", "goaccess"}
