@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import multiprocessing
 import sqlite3
+import threading
 from pathlib import Path
 
 import pytest
 
+from services.core.errors import Unavailable
 from services.falcon_apps.api import migrate
+from services.falcon_apps.api.db import Database
 from services.falcon_apps.api.store import MetadataStore
 
 FIXTURE = Path(__file__).with_name("fixtures") / "release-0.1.0.sql"
@@ -135,3 +138,46 @@ def test_processes_opening_at_once_migrate_exactly_once(tmp_path, fixture):
     assert applied(path) == [m.id for m in migrate.migrations()]
     with sqlite3.connect(path) as conn:
         assert conn.execute("SELECT COUNT(*) FROM yoyo_lock").fetchone()[0] == 0
+
+
+def _held_after_migrating(path: Path, monkeypatch) -> sqlite3.Connection:
+    # A migrated file still in rollback-journal mode, another connection holding its
+    # write lock as a migrating process does, and this process's migration run done.
+    migrate.apply(path)
+    monkeypatch.setattr(migrate, "apply", lambda *args, **kwargs: [])
+    writer = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    writer.execute("PRAGMA journal_mode=DELETE")
+    writer.execute("BEGIN IMMEDIATE")
+    writer.execute("CREATE TABLE held_by_another_process (x)")
+    return writer
+
+
+def test_opening_while_another_process_writes_waits_for_the_wal_switch(tmp_path, monkeypatch):
+    # SQLite refuses a journal-mode switch at once, without a busy wait, while another
+    # connection holds the write lock: the open must wait for it instead of failing.
+    path = tmp_path / "ecstatic.sqlite3"
+    load_release_0_1_0(path)
+    writer = _held_after_migrating(path, monkeypatch)
+    releaser = threading.Timer(0.5, writer.execute, ("COMMIT",))
+    releaser.start()
+    try:
+        store = MetadataStore(path)
+        store.create_user("waited")
+    finally:
+        releaser.join()
+        writer.close()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_a_write_lock_held_past_the_busy_timeout_is_unavailable_not_a_crash(
+    tmp_path, monkeypatch
+):
+    path = tmp_path / "ecstatic.sqlite3"
+    writer = _held_after_migrating(path, monkeypatch)
+    try:
+        with pytest.raises(Unavailable):
+            Database(path, busy_timeout=0.3)
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()

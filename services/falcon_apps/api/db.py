@@ -90,7 +90,17 @@ class Database:
                 check_same_thread=False,  # shared by threads under self._lock
             )
             conn.row_factory = sqlite3.Row
-            conn.execute("PRAGMA journal_mode=WAL")
+            try:
+                # Switching a file to WAL fails at once (no busy wait) while another
+                # process writes to it, as migrations do when processes start together.
+                migrate.retry_while_locked(self._busy_timeout)(
+                    conn.execute, "PRAGMA journal_mode=WAL"
+                )
+            except sqlite3.OperationalError as exc:
+                conn.close()
+                if _is_busy(exc):
+                    raise Unavailable("metadata store is busy, try again") from exc
+                raise
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA foreign_keys=ON")
             self._conn, self._conn_pid = conn, os.getpid()

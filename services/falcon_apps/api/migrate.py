@@ -26,7 +26,7 @@ from yoyo.migrations import MigrationList
 
 from services.core.errors import Unavailable
 
-__all__ = ["MIGRATIONS_DIR", "apply", "migrations"]
+__all__ = ["MIGRATIONS_DIR", "apply", "migrations", "retry_while_locked"]
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +90,22 @@ def _is_locked(exc: BaseException) -> bool:
     return isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc)
 
 
+def retry_while_locked(timeout: float) -> tenacity.Retrying:
+    """Calls retried while SQLite says "database is locked", for up to ``timeout`` s.
+
+    SQLite answers that at once, without waiting out the busy timeout, where waiting
+    could deadlock: a connection that holds a read lock and wants to write (yoyo's
+    set-up and lock row; switching the journal mode) while another process is
+    writing. Trying again a moment later is the remedy.
+    """
+    return tenacity.Retrying(
+        retry=tenacity.retry_if_exception(_is_locked),
+        wait=tenacity.wait_random_exponential(multiplier=0.05, max=1.0),
+        stop=tenacity.stop_after_delay(timeout),
+        reraise=True,
+    )
+
+
 def _apply_once(path: Path, busy_timeout: float, lock_timeout: float):
     uri = f"sqlite:///{quote(str(Path(path)))}?timeout={busy_timeout}"
     backend = _SQLiteFileBackend(parse_uri(uri), "_yoyo_migration")
@@ -117,17 +133,10 @@ def apply(path: Path, busy_timeout: float = 10.0, lock_timeout: float = 60.0) ->
     Raises:
         Unavailable: another process held yoyo's lock past ``lock_timeout``.
     """
-    # SQLite answers "database is locked" at once, without waiting, when two processes'
-    # transactions would deadlock (both read, then both want to write): yoyo's own
-    # set-up and lock row hit that when processes start together. Try again, briefly.
-    retrying = tenacity.Retrying(
-        retry=tenacity.retry_if_exception(_is_locked),
-        wait=tenacity.wait_random_exponential(multiplier=0.05, max=1.0),
-        stop=tenacity.stop_after_delay(lock_timeout),
-        reraise=True,
-    )
+    # yoyo's set-up and lock row meet SQLite's immediate "locked" when processes start
+    # together (see retry_while_locked).
     try:
-        pending = retrying(_apply_once, path, busy_timeout, lock_timeout)
+        pending = retry_while_locked(lock_timeout)(_apply_once, path, busy_timeout, lock_timeout)
     except LockTimeout as exc:
         raise Unavailable(f"metadata store migration lock: {exc}") from exc
     except sqlite3.OperationalError as exc:
