@@ -171,16 +171,7 @@ class Spool:
         with self._lock:
             segment = self._segment()
             offset = segment.size + _HEADER.size
-            header = _HEADER.pack(DATA, len(payload), zlib.crc32(payload), rows)
-            # Header and payload in one system call, without copying the payload first.
-            segment.handle.flush()
-            size = len(header) + len(payload)
-            written = os.writev(segment.handle.fileno(), (header, payload))
-            if written < size:  # a short write (a full disk raises): finish it plainly
-                segment.handle.write((header + payload)[written:])
-            segment.handle.flush()  # into the kernel: survives kill -9
-            segment.size += size
-            self._bytes += size
+            self._write(segment, DATA, payload, rows)  # in the kernel: survives kill -9
             self._open_spans.append((offset, len(payload)))
             self._open_parts.append(payload)
             self._open_rows += rows
@@ -226,10 +217,11 @@ class Spool:
                 self._write(segment, DONE, batch.token.encode(), batch.rows)
             else:
                 with open(segment.path, "ab") as handle:
-                    record = self._record(DONE, batch.token.encode(), batch.rows)
-                    handle.write(record)
-                    segment.size += len(record)
-                    self._bytes += len(record)
+                    size = _append_record(
+                        handle.fileno(), segment.size, DONE, batch.token.encode(), batch.rows
+                    )
+                segment.size += size
+                self._bytes += size
             segment.pending -= 1
             self._pending -= 1
             if segment.closed and segment.pending == 0:
@@ -294,13 +286,11 @@ class Spool:
             # derived from where it starts, so a second adoption finds the same one.
             token = f"{path.stem}@{spans[0][0]}"
             with open(path, "ab") as handle:
-                record = self._record(BATCH, token.encode(), rows)
-                handle.write(record)
-                handle.flush()
+                size = _append_record(handle.fileno(), segment.size, BATCH, token.encode(), rows)
                 os.fsync(handle.fileno())
-            segment.size += len(record)
+            segment.size += size
             with self._lock:
-                self._bytes += len(record)
+                self._bytes += size
             batches[token] = Batch(token, rows, sum(n for _, n in spans), segment, mtime, spans)
         pending = list(batches.values())
         segment.pending = len(pending)
@@ -320,16 +310,10 @@ class Spool:
             self._current = _Segment(path, os.fdopen(fd, "ab"))
         return self._current
 
-    @staticmethod
-    def _record(kind: bytes, payload: bytes, rows: int) -> bytes:
-        return _HEADER.pack(kind, len(payload), zlib.crc32(payload), rows) + payload
-
     def _write(self, segment: _Segment, kind: bytes, payload: bytes, rows: int) -> None:
-        record = self._record(kind, payload, rows)
-        segment.handle.write(record)
-        segment.handle.flush()
-        segment.size += len(record)
-        self._bytes += len(record)
+        size = _append_record(segment.handle.fileno(), segment.size, kind, payload, rows)
+        segment.size += size
+        self._bytes += size
 
     def _seal(self, segment: _Segment) -> None:
         segment.handle.flush()
@@ -369,6 +353,28 @@ class Spool:
     def _changed(self) -> None:
         if self._on_change is not None:
             self._on_change(self)
+
+
+def _append_record(fd: int, size: int, kind: bytes, payload: bytes, rows: int) -> int:
+    """Append one whole record to the segment open as ``fd`` (``size`` bytes long now).
+
+    Header and payload go in one system call, the payload not copied. A write that
+    fails part-way (a full disk) is cut off again before the error goes on: replay
+    stops at the first torn record, so a torn one left mid-file would hide every
+    record appended after it. Returns the record's length.
+    """
+    header = _HEADER.pack(kind, len(payload), zlib.crc32(payload), rows)
+    length = len(header) + len(payload)
+    try:
+        written = os.writev(fd, (header, payload))
+        if written < length:  # short write: finish it
+            rest = memoryview(header + payload)[written:]
+            while rest:
+                rest = rest[os.write(fd, rest) :]
+    except OSError:
+        os.ftruncate(fd, size)
+        raise
+    return length
 
 
 def _read_records(path: Path) -> tuple[list[tuple[bytes, int, int, int, bytes]], int]:

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 
+import pytest
+
+from services.intake import spool as spool_module
 from services.intake.spool import Spool
 
 
@@ -104,6 +108,28 @@ def test_a_torn_record_at_the_end_is_dropped(tmp_path):
         handle.truncate(segment.stat().st_size - 3)  # the kill hit mid-write
     adopted = new_spool(tmp_path).adopt()
     assert [b.rows for b in adopted] == [2]
+
+
+def test_a_write_that_fails_part_way_leaves_no_torn_record_behind(tmp_path, monkeypatch):
+    # Replay stops at the first torn record: one left mid-file would hide every record
+    # appended after it, accepted lines included.
+    old = new_spool(tmp_path)
+    old.append(rows(2, "a"), 2)
+    real_writev = os.writev
+
+    def disk_full_part_way(fd, buffers):
+        real_writev(fd, [bytes(buffers[0])[:5]])
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(spool_module.os, "writev", disk_full_part_way)
+    with pytest.raises(OSError):
+        old.append(rows(3, "lost"), 3)
+    monkeypatch.setattr(spool_module.os, "writev", real_writev)
+    old.append(rows(4, "b"), 4)
+    crash(old)
+
+    (adopted,) = new_spool(tmp_path).adopt()
+    assert adopted.rows == 6 and adopted.data() == rows(2, "a") + rows(4, "b")
 
 
 def test_the_cap_makes_the_spool_full_until_batches_are_stored(tmp_path):
