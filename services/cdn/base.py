@@ -16,6 +16,7 @@ from pathlib import Path
 __all__ = [
     "ActivateResult",
     "CDNBackend",
+    "Listing",
     "ReleaseBackend",
     "PublishError",
     "PublishResult",
@@ -35,6 +36,20 @@ _NAME_MAX = 255  # bytes per path component on Linux file systems
 
 class PublishError(Exception):
     """A publish could not be done; the live site was left as it was."""
+
+
+@dataclass(frozen=True)
+class Listing:
+    """What a directory handed over whole holds, as the one who wrote it knows it.
+
+    The pipeline's checkout of a plain site is written by Ecstatic alone, from a tree
+    already checked (regular files and directories only, owner-only modes), so the
+    backend can take it over without scanning every entry again.
+    """
+
+    file_count: int
+    bytes: int
+    directories: tuple[str, ...]  # relative paths, every one of them; "" not included
 
 
 @dataclass(frozen=True)
@@ -146,6 +161,7 @@ class ReleaseBackend(ABC):
         source: Path,
         adopt: bool = False,
         fresh: Sequence[str] = (),
+        listing: Listing | None = None,
     ) -> PublishResult:
         """Store the files under ``source`` as a release; visitors see nothing new yet.
 
@@ -153,7 +169,9 @@ class ReleaseBackend(ABC):
         never writes to them afterwards (the pipeline removes its working directory).
         ``adopt``: the caller wrote ``source`` itself (no build touched it); the backend
         may take the directory over whole (``LocalCDN`` renames it). ``fresh``: the files
-        in it (relative paths) whose contents were not flushed to disk yet.
+        in it (relative paths) whose contents were not flushed to disk yet. ``listing``
+        (with ``adopt``): what ``source`` holds, vouched for by its writer, so it need
+        not be scanned.
 
         Raises:
             PublishError: invalid ids or files, or the release could not be stored.

@@ -13,7 +13,14 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-from .base import ActivateResult, PublishError, PublishResult, ReleaseBackend, check_hostname
+from .base import (
+    ActivateResult,
+    Listing,
+    PublishError,
+    PublishResult,
+    ReleaseBackend,
+    check_hostname,
+)
 from .bunny import BunnyCDN
 from .local import LocalCDN
 
@@ -37,9 +44,12 @@ class BunnyReleases(ReleaseBackend):
         source: Path,
         adopt: bool = False,
         fresh: Sequence[str] = (),
+        listing: Listing | None = None,
     ) -> PublishResult:
         """Keep the release locally (restores need it)."""
-        return self._store.stage(site_id, release_id, source, adopt=adopt, fresh=fresh)
+        return self._store.stage(
+            site_id, release_id, source, adopt=adopt, fresh=fresh, listing=listing
+        )
 
     def activate(
         self, site_id: str, hostnames: Sequence[str], release_id: str, preview: bool = False

@@ -27,6 +27,7 @@ from pathlib import Path
 from .base import (
     ActivateResult,
     CDNBackend,
+    Listing,
     PublishError,
     PublishResult,
     ReleaseBackend,
@@ -133,6 +134,7 @@ class LocalCDN(CDNBackend, ReleaseBackend):
         source: Path | Iterable[SourceFile],
         adopt: bool = False,
         fresh: Sequence[str] = (),
+        listing: Listing | None = None,
     ) -> PublishResult:
         """Store a complete release under its final name; nothing is served from it yet.
 
@@ -140,16 +142,17 @@ class LocalCDN(CDNBackend, ReleaseBackend):
         (the pipeline's checkout of a plain site); ``fresh`` names the files in it
         (relative paths) whose contents may not be on disk yet, the others having been
         flushed before. It is checked (regular files and directories only), its modes
-        made readable, the fresh files and every directory flushed, and renamed into
-        place: nothing is linked or copied. On another file system it is linked or
-        copied as usual.
+        made owner-only, renamed into place, and its fresh files and every directory
+        flushed before this returns: nothing is linked or copied. On another file system
+        it is linked or copied as usual. With a ``listing`` the writer vouches for what
+        it holds (and that it made it owner-only), so the check's scan is skipped.
         """
         final = self.release_path(site_id, release_id)
         final.parent.mkdir(parents=True, exist_ok=True)
         if os.path.lexists(final):
             raise PublishError(f"release {release_id} already exists")
         if adopt and isinstance(source, (str, os.PathLike)):
-            adopted = self._adopt(Path(source), final, fresh)
+            adopted = self._adopt(Path(source), final, fresh, listing)
             if adopted is not None:
                 return adopted
         staging = Path(tempfile.mkdtemp(prefix=_TMP_PREFIX, dir=final.parent))
@@ -248,23 +251,35 @@ class LocalCDN(CDNBackend, ReleaseBackend):
 
     # -- internals --------------------------------------------------------------------
 
-    def _adopt(self, source: Path, final: Path, fresh: Sequence[str]) -> PublishResult | None:
+    def _adopt(
+        self, source: Path, final: Path, fresh: Sequence[str], listing: Listing | None
+    ) -> PublishResult | None:
         """Rename a checked directory into place; None where it is on another volume."""
         if source.is_symlink() or not source.is_dir():
             raise PublishError(f"{source} is not a directory")
         try:
             os.chmod(source, 0o700)
-            result, directories = _check_adopted(source)
-            if self._sync:
-                files = [os.fspath(source.joinpath(*check_relative_path(f))) for f in fresh]
-                _flush_all(files, directories)
+            if listing is None:
+                result, directories = _check_adopted(source)
+            else:
+                result = PublishResult(file_count=listing.file_count, bytes=listing.bytes)
+                directories = ["", *listing.directories]
             os.rename(source, final)
         except OSError as exc:
             if exc.errno == errno.EXDEV:
                 return None
             raise PublishError(f"could not store the release: {exc}") from exc
         if self._sync:
-            _fsync_dir(final.parent)
+            # Renamed first, flushed after, all in one round: nothing names the release
+            # until ``activate`` switches a link to it, which comes after this flush.
+            try:
+                _flush_all(
+                    [_under(final, f) for f in fresh],
+                    [*(_under(final, d) for d in directories), os.fspath(final.parent)],
+                )
+            except OSError as exc:
+                _discard(final)
+                raise PublishError(f"could not store the release: {exc}") from exc
         return result
 
     def _sweep_site(self, site_dir: Path, cutoff: float) -> None:
@@ -397,11 +412,12 @@ def _fill(staging: Path, source: Path | Iterable[SourceFile]) -> PublishResult:
 def _check_adopted(source: Path) -> tuple[PublishResult, list[str]]:
     """Count a directory handed over whole, fixing modes; refuse anything but files.
 
-    Returns the counts and every directory (``source`` first), for flushing.
+    Returns the counts and every directory, relative (``""`` first), for flushing.
     """
     files = size = 0
-    directories = [os.fspath(source)]
-    pending = [directories[0]]
+    top = os.fspath(source)
+    directories = [""]
+    pending = [top]
     while pending:
         with os.scandir(pending.pop()) as scan:
             entries = list(scan)
@@ -410,7 +426,7 @@ def _check_adopted(source: Path) -> tuple[PublishResult, list[str]]:
             if stat.S_ISDIR(info.st_mode):
                 if stat.S_IMODE(info.st_mode) != 0o700:
                     os.chmod(entry.path, 0o700)
-                directories.append(entry.path)
+                directories.append(os.path.relpath(entry.path, top))
                 pending.append(entry.path)
             elif stat.S_ISREG(info.st_mode):
                 if stat.S_IMODE(info.st_mode) != 0o600:
@@ -421,6 +437,10 @@ def _check_adopted(source: Path) -> tuple[PublishResult, list[str]]:
                 rel = os.path.relpath(entry.path, source)
                 raise PublishError(f"{rel} is not a regular file; releases hold files only")
     return PublishResult(file_count=files, bytes=size), directories
+
+
+def _under(root: Path, relative: str) -> str:
+    return os.fspath(root.joinpath(*check_relative_path(relative))) if relative else os.fspath(root)
 
 
 def _copy_tree(source: Path, writer: _ReleaseWriter) -> None:

@@ -16,15 +16,17 @@ import contextlib
 import logging
 import os
 import stat
+import threading
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cachetools import LRUCache
 from dulwich.objects import Blob, Commit, ShaFile, Tag, Tree
 
 from services.build import BuildConfig, ConfigError, parse_config
-from services.cdn.base import SourceFile
+from services.cdn.base import Listing, SourceFile
 from services.cdn.local import remove_tree
 
 __all__ = [
@@ -88,6 +90,20 @@ class Plan:
     file_count: int = 0  # what write_checkout wrote
     bytes: int = 0
     written: list[tuple[str, bytes]] = field(default_factory=list)  # not from the cache
+
+    def listing(self, prefix: str = "") -> Listing:
+        """What a checkout of this plan holds under ``prefix`` (``""`` or ``"dir/"``).
+
+        ``write_checkout`` writes exactly the planned files, owner-only, and nothing
+        else: the release made of its directory need not scan it (``LocalCDN.stage``).
+        """
+        paths, size = [], 0
+        for (path, _sha), planned in zip(self.files, self.sizes, strict=True):
+            if path.startswith(prefix):
+                paths.append(path[len(prefix) :])
+                size += planned
+        directories = tuple(sorted(_directories(paths)))
+        return Listing(file_count=len(paths), bytes=size, directories=directories)
 
 
 @dataclass(frozen=True)
@@ -513,59 +529,194 @@ def _check_name(name: bytes, parent: str) -> str:
     return path
 
 
+class _Subtree:
+    """A checked directory, for ``_walk``'s memo: its files and what the limits need.
+
+    A tree's sha names its content, so a directory a push did not change is the same
+    directory that was checked before: the next check takes its summary instead of
+    walking it again (a one-file change to a site of a thousand files walks one level).
+    """
+
+    __slots__ = (
+        "bytes",
+        "directories",
+        "files",
+        "height",
+        "largest",
+        "longest",
+        "sizes",
+        "submodules",
+    )
+
+    def __init__(self) -> None:
+        self.files: list[tuple[str, bytes]] = []  # relative paths
+        self.sizes: list[int] = []
+        self.submodules: list[str] = []  # relative paths of skipped submodules
+        self.bytes = 0
+        self.directories = 0  # below this one
+        self.height = 0  # levels of directories below this one
+        self.largest = 0  # the largest file's size
+        self.longest = 0  # the longest relative path, in bytes
+
+    def add_file(self, name: str, sha: bytes, size: int) -> None:
+        self.files.append((name, sha))
+        self.sizes.append(size)
+        self.bytes += size
+        self.largest = max(self.largest, size)
+        self.longest = max(self.longest, len(name.encode("utf-8")))
+
+    def add_subtree(self, name: str, child: _Subtree) -> None:
+        prefix = name + "/"
+        self.files += [(prefix + path, sha) for path, sha in child.files]
+        self.sizes += child.sizes
+        self.submodules += [prefix + path for path in child.submodules]
+        self.bytes += child.bytes
+        self.directories += child.directories + 1
+        self.height = max(self.height, child.height + 1)
+        self.largest = max(self.largest, child.largest)
+        self.longest = max(self.longest, len(prefix.encode("utf-8")) + child.longest)
+
+    @property
+    def weight(self) -> int:
+        return len(self.files) + len(self.submodules) + 1
+
+
+# Summaries of checked directories, keyed by (object store, tree sha); bounded by the
+# files they list in all, so a few hundred thousand paths at most.
+_SUBTREES: LRUCache[tuple[object, bytes], _Subtree] = LRUCache(
+    maxsize=200_000, getsizeof=lambda s: s.weight
+)
+_SUBTREES_LOCK = threading.Lock()
+
+
+@dataclass
+class _Totals:
+    """What a walk has counted so far, checked against the limits as it goes."""
+
+    limits: Limits
+    files: int = 0
+    directories: int = 0
+    bytes: int = 0
+
+    def directory(self, path: str, level: int) -> None:
+        self.directories += 1
+        if self.directories > self.limits.max_files:
+            raise DeployRejected(f"more than {self.limits.max_files} directories, the limit")
+        if level > self.limits.max_depth:
+            raise DeployRejected(
+                f"directories nested more than {self.limits.max_depth} deep, the limit "
+                f"(at {path[:80]!r})"
+            )
+
+    def file(self, path: str, sha: bytes, size: int | None) -> int:
+        limits = self.limits
+        self.files += 1
+        if self.files > limits.max_files:
+            raise DeployRejected(f"more than {limits.max_files} files, the limit")
+        if size is None:
+            raise DeployRejected(
+                f"file {path!r} ({_short(sha)}) is missing from the pushed objects"
+            )
+        if size > limits.max_file_bytes:
+            raise DeployRejected(
+                f"{path!r} is {format_bytes(size)}, larger than the "
+                f"{format_bytes(limits.max_file_bytes)} limit per file"
+            )
+        self.bytes += size
+        if self.bytes > limits.max_bytes:
+            raise DeployRejected(
+                f"the files add up to more than {format_bytes(limits.max_bytes)}, this "
+                f"site's limit (max_deploy_bytes); {self.files} files counted so far"
+            )
+        return size
+
+    def fits(self, known: _Subtree, path: str, level: int) -> bool:
+        """Whether a checked directory fits at ``path``, within what is left; if so, count it."""
+        limits = self.limits
+        fits = (
+            level + known.height <= limits.max_depth
+            and len(path.encode("utf-8")) + 1 + known.longest <= _MAX_PATH_BYTES
+            and known.largest <= limits.max_file_bytes
+            and self.directories + known.directories <= limits.max_files
+            and self.files + len(known.files) <= limits.max_files
+            and self.bytes + known.bytes <= limits.max_bytes
+        )
+        if fits:
+            self.files += len(known.files)
+            self.directories += known.directories
+            self.bytes += known.bytes
+        return fits
+
+
+class _Frame:
+    """One directory being walked: where it is, and the summary made so far."""
+
+    __slots__ = ("entries", "key", "level", "name", "next", "parent", "summary")
+
+    def __init__(self, tree: Tree, key, name: str, parent: str, level: int):
+        self.entries = list(tree.iteritems())
+        self.next = 0
+        self.key = key  # None for the top, whose summary is never reused
+        self.name = name
+        self.parent = parent  # its path from the top, with a trailing "/" (or "")
+        self.level = level
+        self.summary = _Subtree()
+
+
 def _walk(
     store, top: Tree, plan: Plan, limits: Limits, sizes, skip_config: bool, depth: int
 ) -> None:
-    # Iterative, so a deeply nested hostile tree cannot exhaust the Python stack.
-    stack: list[tuple[Tree, str, int]] = [(top, "", depth)]
-    directories = 0
+    # Iterative, so a deeply nested hostile tree cannot exhaust the Python stack. The
+    # running totals are checked as each entry is seen, so a hostile tree is refused
+    # before it is walked whole; a directory checked before is taken whole from the
+    # memo when it fits the limits, and walked (for the exact refusal) when it does not.
+    store_key = getattr(store, "path", None) or id(store)
+    totals = _Totals(limits)
+    stack = [_Frame(top, None, "", "", depth)]
+    top_summary = stack[0].summary
     while stack:
-        tree, parent, level = stack.pop()
-        for entry in tree.iteritems():
-            path = _check_name(entry.path, parent)
-            mode = entry.mode
-            if mode & 0o170000 == _S_IFGITLINK:
-                plan.notes.append(
-                    f"skipped submodule {path!r}: its files are not in this repository"
-                )
-            elif stat.S_ISLNK(mode):
-                raise DeployRejected(
-                    f"symlink {path!r} is not allowed: sites are published as regular files only"
-                )
-            elif stat.S_ISDIR(mode):
-                directories += 1
-                if directories > limits.max_files:
-                    raise DeployRejected(f"more than {limits.max_files} directories, the limit")
-                if level + 1 > limits.max_depth:
-                    raise DeployRejected(
-                        f"directories nested more than {limits.max_depth} deep, the limit "
-                        f"(at {path[:80]!r})"
-                    )
-                child = _load(store, entry.sha, Tree, f"directory {path!r}")
-                stack.append((child, path + "/", level + 1))
-            elif stat.S_ISREG(mode):
-                if skip_config and path == CONFIG_FILE:
-                    continue  # host configuration, not site content
-                plan.files.append((path, entry.sha))
-                if len(plan.files) > limits.max_files:
-                    raise DeployRejected(f"more than {limits.max_files} files, the limit")
-                _add_size(plan, path, entry.sha, sizes.size(entry.sha), limits)
-            else:
-                raise DeployRejected(f"{path!r} has an unsupported file mode {mode:o}")
-
-
-def _add_size(plan: Plan, path: str, sha: bytes, size: int | None, limits: Limits) -> None:
-    if size is None:
-        raise DeployRejected(f"file {path!r} ({_short(sha)}) is missing from the pushed objects")
-    if size > limits.max_file_bytes:
-        raise DeployRejected(
-            f"{path!r} is {format_bytes(size)}, larger than the "
-            f"{format_bytes(limits.max_file_bytes)} limit per file"
-        )
-    plan.sizes.append(size)
-    plan.planned_bytes += size
-    if plan.planned_bytes > limits.max_bytes:
-        raise DeployRejected(
-            f"the files add up to more than {format_bytes(limits.max_bytes)}, this site's "
-            f"limit (max_deploy_bytes); {len(plan.files)} files counted so far"
-        )
+        frame = stack[-1]
+        if frame.next == len(frame.entries):
+            stack.pop()
+            if not stack:
+                break  # the top: its summary is the plan's
+            if frame.key is not None:
+                with _SUBTREES_LOCK:
+                    _SUBTREES[frame.key] = frame.summary
+            stack[-1].summary.add_subtree(frame.name, frame.summary)
+            continue
+        entry = frame.entries[frame.next]
+        frame.next += 1
+        path = _check_name(entry.path, frame.parent)
+        name = path[len(frame.parent) :]
+        mode = entry.mode
+        if mode & 0o170000 == _S_IFGITLINK:
+            frame.summary.submodules.append(name)
+        elif stat.S_ISLNK(mode):
+            raise DeployRejected(
+                f"symlink {path!r} is not allowed: sites are published as regular files only"
+            )
+        elif stat.S_ISDIR(mode):
+            totals.directory(path, frame.level + 1)
+            key = (store_key, entry.sha)
+            with _SUBTREES_LOCK:
+                known = _SUBTREES.get(key)
+            # Never taken for a tree this store lacks (a push may name what it never sent).
+            level = frame.level + 1
+            if known is not None and entry.sha in store and totals.fits(known, path, level):
+                frame.summary.add_subtree(name, known)
+                continue
+            child = _load(store, entry.sha, Tree, f"directory {path!r}")
+            stack.append(_Frame(child, key, name, path + "/", level))
+        elif stat.S_ISREG(mode):
+            if skip_config and path == CONFIG_FILE:
+                continue  # host configuration, not site content
+            size = totals.file(path, entry.sha, sizes.size(entry.sha))
+            frame.summary.add_file(name, entry.sha, size)
+        else:
+            raise DeployRejected(f"{path!r} has an unsupported file mode {mode:o}")
+    plan.files += top_summary.files
+    plan.sizes += top_summary.sizes
+    plan.planned_bytes += top_summary.bytes
+    for path in top_summary.submodules:
+        plan.notes.append(f"skipped submodule {path!r}: its files are not in this repository")

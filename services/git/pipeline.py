@@ -76,6 +76,7 @@ class DeployJob:
     finished: Callable[[], None] = lambda: None  # the record is final (``InFlight.leave``)
     # Filled in by the steps.
     workdir: Path | None = None
+    checkout: Any = None  # the Plan written into workdir/src (services.git.checkout.Plan)
     config: Any = None  # the parsed ecstatic.toml (services.build.config.BuildConfig)
     publish_dir: Path | None = None
     generator: str | None = None

@@ -116,6 +116,7 @@ class Checkout:
         with self._lock:
             self._checked_out[job.deploy_id] = checkout.files
         job.fresh = checkout.written  # flushed by the release made of them, or by finish
+        job.checkout = checkout
         job.config = checkout.config
         for note in checkout.notes:
             job.log.write(f"note: {note}")
@@ -204,13 +205,21 @@ class Publish:
         src = job.workdir / "src" if job.workdir is not None else None
         adopt = src is not None and job.publish_dir.is_relative_to(src)
         fresh: list[str] = []
+        listing = None
         if adopt:
             prefix = job.publish_dir.relative_to(src).as_posix()
             prefix = "" if prefix == "." else prefix + "/"
             fresh = [p.removeprefix(prefix) for p, _sha in job.fresh if p.startswith(prefix)]
+            # No build ran on it: it holds what the checkout wrote, so it is not scanned.
+            listing = job.checkout.listing(prefix) if job.checkout is not None else None
         try:
             stored = self._cdn.stage(
-                job.site_id, job.release, job.publish_dir, adopt=adopt, fresh=fresh
+                job.site_id,
+                job.release,
+                job.publish_dir,
+                adopt=adopt,
+                fresh=fresh,
+                listing=listing,
             )
         except PublishError as exc:
             raise StepFailed("publish_failed", f"could not store the release: {exc}") from exc

@@ -78,3 +78,43 @@ def test_an_existing_release_is_never_replaced_by_adopting(cdn, tmp_path):
     with pytest.raises(PublishError, match="already exists"):
         cdn.stage(SITE, "00000001-x", _tree(tmp_path / "b", {"index.html": b"new"}), adopt=True)
     assert (cdn.release_path(SITE, "00000001-x") / "index.html").read_bytes() == b"old"
+
+
+@pytest.mark.parametrize("listed", [False, True], ids=["scanned", "listed"])
+def test_an_adopted_release_is_flushed_in_one_round_after_its_rename(tmp_path, monkeypatch, listed):
+    from services.cdn import local
+    from services.cdn.base import Listing
+
+    cdn = LocalCDN(tmp_path / "cdn", sync=True)
+    src = _tree(tmp_path / "src", {"index.html": b"home", "a/b/c.css": b"c{}", "a/d.txt": b"d"})
+    for d in (src / "a", src / "a/b"):
+        d.chmod(0o700)
+    rounds = []
+    monkeypatch.setattr(local, "_flush_all", lambda files, dirs: rounds.append((files, dirs)))
+    listing = Listing(file_count=3, bytes=8, directories=("a", "a/b")) if listed else None
+
+    result = cdn.stage(SITE, "00000001-x", src, adopt=True, fresh=["a/b/c.css"], listing=listing)
+
+    release = cdn.release_path(SITE, "00000001-x")
+    assert (result.file_count, result.bytes) == (3, 8)
+    assert len(rounds) == 1  # one journal commit's wait, not one per step
+    files, dirs = rounds[0]
+    assert files == [str(release / "a/b/c.css")]
+    assert sorted(dirs) == sorted(
+        [str(release), str(release / "a"), str(release / "a/b"), str(release.parent)]
+    )
+
+
+def test_a_release_whose_flush_fails_is_not_left_behind(tmp_path, monkeypatch):
+    from services.cdn import local
+
+    cdn = LocalCDN(tmp_path / "cdn", sync=True)
+    src = _tree(tmp_path / "src", {"index.html": b"home"})
+
+    def full_disk(files, dirs):
+        raise OSError(errno.EIO, "I/O error")
+
+    monkeypatch.setattr(local, "_flush_all", full_disk)
+    with pytest.raises(PublishError, match="could not store the release"):
+        cdn.stage(SITE, "00000001-x", src, adopt=True, fresh=["index.html"])
+    assert cdn.releases(SITE) == []
