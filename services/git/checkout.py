@@ -301,6 +301,13 @@ def _directories(files) -> set[str]:
 
 def _fill(store, plan: Plan, limits: Limits, root: str, pool, made: set[str], kept) -> None:
     """Put every planned file not in ``kept`` under ``root``: linked, else written."""
+    from .packs import BlobReader  # here: packs -> limits -> checkout would be a cycle
+
+    with BlobReader(store) as blobs:
+        _fill_from(blobs, store, plan, limits, root, pool, made, kept)
+
+
+def _fill_from(blobs, store, plan: Plan, limits: Limits, root: str, pool, made, kept) -> None:
     for (path, sha), planned in zip(plan.files, plan.sizes, strict=True):
         if kept.get(path) == sha:
             size = planned  # already there, linked from the cache it was checked into
@@ -312,7 +319,7 @@ def _fill(store, plan: Plan, limits: Limits, root: str, pool, made: set[str], ke
             cached = f"{pool}/{sha.decode('ascii')}" if pool is not None else None
             size = planned if cached is not None and _linked(cached, target) else None
             if size is None:
-                size = _write_file(store, plan, path, sha, Path(target), limits)
+                size = _write_file(blobs, store, path, sha, target, limits)
                 plan.written.append((path, sha))
                 if cached is not None:
                     with contextlib.suppress(OSError):  # another checkout made it first
@@ -369,17 +376,35 @@ def _linked(cached: str, target: str) -> bool:
     return True
 
 
-def _write_file(store, plan: Plan, path: str, sha: bytes, target: Path, limits: Limits) -> int:
-    one = Plan(commit=plan.commit, publish_dir="", files=[(path, sha)])
+def _write_file(blobs, store, path: str, sha: bytes, target: str, limits: Limits) -> int:
+    size, chunks = _contents(blobs, store, path, sha, limits)
     written = 0
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-    with os.fdopen(os.open(target, flags, 0o600), "wb") as handle:
-        for item in iter_files(store, one, limits):
-            chunks = item.chunks() if isinstance(item, StreamedFile) else [item.data]
-            for chunk in chunks:
-                handle.write(chunk)
-                written += len(chunk)
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    with open(fd, "wb", buffering=0, closefd=True) as handle:
+        for chunk in chunks:
+            handle.write(chunk)
+            written += len(chunk)
     return written
+
+
+def _contents(blobs, store, path: str, sha: bytes, limits: Limits):
+    """``(size, chunks)`` of a planned file; the per-file limit is checked first."""
+    streamed = blobs.stream(sha)
+    if streamed is None:
+        data = _load(store, sha, Blob, f"file {path!r}").data
+        size, chunks = len(data), iter((data,))
+    else:
+        size, chunks = streamed
+    _check_file_size(path, size, limits)
+    return size, chunks
+
+
+def _check_file_size(path: str, size: int, limits: Limits) -> None:
+    if size > limits.max_file_bytes:
+        raise DeployRejected(
+            f"{path!r} is {format_bytes(size)}, larger than the "
+            f"{format_bytes(limits.max_file_bytes)} limit per file"
+        )
 
 
 def forget_unlinked(cache: Path) -> None:
@@ -416,18 +441,14 @@ def iter_files(store, plan: Plan, limits: Limits) -> Iterator[SourceFile]:
 
     total = 0
     for path, sha in plan.files:
-        streamed = stream_blob(store, sha)
+        streamed = stream_blob(store, sha)  # its own file: the consumer may hold several
         if streamed is None:
             data = _load(store, sha, Blob, f"file {path!r}").data
             size, item = len(data), SourceFile(path=path, data=data)
         else:
             size, chunks = streamed
             item = StreamedFile(path, size, chunks)
-        if size > limits.max_file_bytes:
-            raise DeployRejected(
-                f"{path!r} is {format_bytes(size)}, larger than the "
-                f"{format_bytes(limits.max_file_bytes)} limit per file"
-            )
+        _check_file_size(path, size, limits)
         total += size
         if total > limits.max_bytes:
             limit = format_bytes(limits.max_bytes)
@@ -617,11 +638,7 @@ class _Totals:
             raise DeployRejected(
                 f"file {path!r} ({_short(sha)}) is missing from the pushed objects"
             )
-        if size > limits.max_file_bytes:
-            raise DeployRejected(
-                f"{path!r} is {format_bytes(size)}, larger than the "
-                f"{format_bytes(limits.max_file_bytes)} limit per file"
-            )
+        _check_file_size(path, size, limits)
         self.bytes += size
         if self.bytes > limits.max_bytes:
             raise DeployRejected(

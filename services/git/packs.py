@@ -25,6 +25,7 @@ import threading
 import zlib
 from collections.abc import Callable
 from io import BytesIO
+from typing import Any
 
 from cachetools import LRUCache
 from dulwich.errors import ChecksumMismatch
@@ -45,7 +46,7 @@ from dulwich.pack import (
 
 from .limits import IntakeLimits, PushTooLarge
 
-__all__ = ["ObjectSizes", "add_guarded_pack", "stream_blob"]
+__all__ = ["BlobReader", "ObjectSizes", "add_guarded_pack", "stream_blob"]
 
 _STEP = 64 << 10
 _KINDS = {1: "commit", 2: "tree", 3: "file", 4: "tag", OFS_DELTA: "delta", REF_DELTA: "delta"}
@@ -259,20 +260,67 @@ def _inflate_at(path: str, offset: int, size: int, step: int):
     with open(path, "rb") as f:
         f.seek(offset)
         take_msb_bytes(f.read)
-        inflater = zlib.decompressobj()
-        produced = 0
-        while not inflater.eof:
-            data = f.read(_STEP) if not inflater.unconsumed_tail else inflater.unconsumed_tail
-            if not data:
-                raise zlib.error("EOF before end of zlib stream")
-            piece = inflater.decompress(data, step)
-            produced += len(piece)
-            if produced > size:
-                raise zlib.error("decompressed data exceeds expected size")
-            if piece:
-                yield piece
-        if produced != size:
-            raise zlib.error("decompressed data does not match expected size")
+        yield from _inflate_from(f, size, step)
+
+
+def _inflate_from(f, size: int, step: int):
+    # ``f`` stands at the start of an object's zlib stream.
+    inflater = zlib.decompressobj()
+    produced = 0
+    while not inflater.eof:
+        data = f.read(_STEP) if not inflater.unconsumed_tail else inflater.unconsumed_tail
+        if not data:
+            raise zlib.error("EOF before end of zlib stream")
+        piece = inflater.decompress(data, step)
+        produced += len(piece)
+        if produced > size:
+            raise zlib.error("decompressed data exceeds expected size")
+        if piece:
+            yield piece
+    if produced != size:
+        raise zlib.error("decompressed data does not match expected size")
+
+
+class BlobReader:
+    """``stream_blob`` for many blobs of one store, one after another.
+
+    The packs are listed once and each pack file is opened once, where ``stream_blob``
+    lists the pack directory and opens the pack twice per blob: a checkout of a
+    thousand files did that a thousand times. Streams share the open files, so each
+    must be read to its end (or dropped) before the next is asked for.
+    """
+
+    def __init__(self, store, step: int = 1 << 20):
+        """Read blobs of ``store`` (a dulwich object store), ``step`` bytes at a time."""
+        self._packs = list(getattr(store, "packs", ()))  # the property lists the directory
+        self._files: dict[str, Any] = {}
+        self._step = step
+
+    def __enter__(self) -> BlobReader:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for f in self._files.values():
+            f.close()
+        self._files.clear()
+
+    def stream(self, sha: bytes):
+        """``(size, chunks)`` of a packed, undeltified blob; else None (load it whole)."""
+        for pack in self._packs:
+            try:
+                offset = pack.index.object_offset(sha)
+            except KeyError:
+                continue
+            path = pack._data_path
+            f = self._files.get(path)
+            if f is None:
+                f = self._files[path] = open(path, "rb")  # noqa: SIM115 - closed by __exit__
+            f.seek(offset)
+            type_num, size = _decode_object_header(take_msb_bytes(f.read)[0])
+            if type_num != 3:
+                return None
+            return size, _inflate_from(f, size, self._step)
+        return None
 
 
 # Sizes by sha, across stores and pushes: a one-file change reads one header.

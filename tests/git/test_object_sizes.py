@@ -118,3 +118,31 @@ def _trees_only(getitem):
         return obj
 
     return get
+
+
+def test_a_blob_reader_streams_each_blob_as_stream_blob_does_from_one_open_file(
+    git, tmp_path, monkeypatch
+):
+    work = new_work(git, tmp_path / "w")
+    files = {f"f{i}.bin": os.urandom(3_000 + 97 * i) for i in range(30)}
+    files["big.bin"] = os.urandom(3 * 2**20)  # several steps of 1 MiB
+    commit(git, work, files)
+    git("gc", "-q", cwd=work)
+    store = Repo(str(work)).object_store
+    shas = list(_blobs(git, work))
+    expected = {sha: b"".join(packs.stream_blob(store, sha)[1]) for sha in shas}
+    opened = []
+    real_open = open
+    monkeypatch.setattr(
+        packs, "open", lambda *a, **k: (opened.append(a[0]), real_open(*a, **k))[1], raising=False
+    )
+
+    with packs.BlobReader(store) as reader:
+        got = {}
+        for sha in shas:
+            size, chunks = reader.stream(sha)
+            got[sha] = b"".join(chunks)
+            assert size == len(got[sha])
+        assert reader.stream(b"0" * 40) is None
+    assert got == expected
+    assert len(opened) == 1  # one pack, opened once for all of them
