@@ -281,7 +281,30 @@ def _inflate_from(f, size: int, step: int):
         raise zlib.error("decompressed data does not match expected size")
 
 
-class BlobReader:
+class _PackFiles:
+    """A store's packs, listed once, and their data files, each opened once (``with``)."""
+
+    def __init__(self, store):
+        self._store = store
+        self._packs = list(getattr(store, "packs", ()))  # the property lists the directory
+        self._files: dict[str, Any] = {}
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for f in self._files.values():
+            f.close()
+        self._files.clear()
+
+    def _open(self, path: str):
+        f = self._files.get(path)
+        if f is None:
+            f = self._files[path] = open(path, "rb")  # noqa: SIM115 - closed by __exit__
+        return f
+
+
+class BlobReader(_PackFiles):
     """``stream_blob`` for many blobs of one store, one after another.
 
     The packs are listed once and each pack file is opened once, where ``stream_blob``
@@ -292,17 +315,8 @@ class BlobReader:
 
     def __init__(self, store, step: int = 1 << 20):
         """Read blobs of ``store`` (a dulwich object store), ``step`` bytes at a time."""
-        self._packs = list(getattr(store, "packs", ()))  # the property lists the directory
-        self._files: dict[str, Any] = {}
+        super().__init__(store)
         self._step = step
-
-    def __enter__(self) -> BlobReader:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for f in self._files.values():
-            f.close()
-        self._files.clear()
 
     def stream(self, sha: bytes):
         """``(size, chunks)`` of a packed, undeltified blob; else None (load it whole)."""
@@ -311,10 +325,7 @@ class BlobReader:
                 offset = pack.index.object_offset(sha)
             except KeyError:
                 continue
-            path = pack._data_path
-            f = self._files.get(path)
-            if f is None:
-                f = self._files[path] = open(path, "rb")  # noqa: SIM115 - closed by __exit__
+            f = self._open(pack._data_path)
             f.seek(offset)
             type_num, size = _decode_object_header(take_msb_bytes(f.read)[0])
             if type_num != 3:
@@ -328,7 +339,7 @@ _SIZES: LRUCache[bytes, int] = LRUCache(maxsize=65536)
 _SIZES_LOCK = threading.Lock()
 
 
-class ObjectSizes:
+class ObjectSizes(_PackFiles):
     """Inflated sizes of stored objects, read from their headers: nothing is inflated whole.
 
     A packed object's header holds its size; a delta's target size sits in the first
@@ -337,20 +348,6 @@ class ObjectSizes:
     (``with ObjectSizes(store) as sizes``), so a tree of thousands of files costs one
     index lookup and one short read per file.
     """
-
-    def __init__(self, store):
-        """Read sizes from ``store`` (a dulwich object store)."""
-        self._store = store
-        self._packs = list(getattr(store, "packs", ()))  # the property lists the directory
-        self._files: dict[str, object] = {}
-
-    def __enter__(self) -> ObjectSizes:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for f in self._files.values():
-            f.close()
-        self._files.clear()
 
     def size(self, sha: bytes) -> int | None:
         """The object's inflated size, or None if the store does not hold it.
@@ -390,9 +387,7 @@ class ObjectSizes:
             return None
 
     def _packed(self, path: str, offset: int) -> int:
-        f = self._files.get(path)
-        if f is None:
-            f = self._files[path] = open(path, "rb")  # noqa: SIM115 - closed on __exit__
+        f = self._open(path)
         f.seek(offset)
         head = f.read(64)  # the header, a delta's base, the start of the zlib stream
         pos, type_num, size = _object_header(head)
