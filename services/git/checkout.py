@@ -551,59 +551,88 @@ def _check_name(name: bytes, parent: str) -> str:
 
 
 class _Subtree:
-    """A checked directory, for ``_walk``'s memo: its files and what the limits need.
+    """A checked directory, for ``_walk``'s memo: its entries and what the limits need.
 
     A tree's sha names its content, so a directory a push did not change is the same
     directory that was checked before: the next check takes its summary instead of
     walking it again (a one-file change to a site of a thousand files walks one level).
+    Entries hold names, not paths, and a child directory by reference: a summary costs
+    its own entries, and the paths are made once, for the plan (``_flatten``).
     """
 
     __slots__ = (
         "bytes",
         "directories",
+        "entries",
         "files",
         "height",
         "largest",
         "longest",
-        "sizes",
         "submodules",
     )
 
     def __init__(self) -> None:
-        self.files: list[tuple[str, bytes]] = []  # relative paths
-        self.sizes: list[int] = []
-        self.submodules: list[str] = []  # relative paths of skipped submodules
+        # ("f", name, sha, size) | ("d", name, _Subtree) | ("m", name): a skipped submodule
+        self.entries: list[tuple] = []
+        self.files = 0  # below this one, in all
+        self.submodules = 0
         self.bytes = 0
-        self.directories = 0  # below this one
+        self.directories = 0
         self.height = 0  # levels of directories below this one
         self.largest = 0  # the largest file's size
         self.longest = 0  # the longest relative path, in bytes
 
     def add_file(self, name: str, sha: bytes, size: int) -> None:
-        self.files.append((name, sha))
-        self.sizes.append(size)
+        self.entries.append(("f", name, sha, size))
+        self.files += 1
         self.bytes += size
         self.largest = max(self.largest, size)
         self.longest = max(self.longest, len(name.encode("utf-8")))
 
+    def add_submodule(self, name: str) -> None:
+        self.entries.append(("m", name))
+        self.submodules += 1
+
     def add_subtree(self, name: str, child: _Subtree) -> None:
-        prefix = name + "/"
-        self.files += [(prefix + path, sha) for path, sha in child.files]
-        self.sizes += child.sizes
-        self.submodules += [prefix + path for path in child.submodules]
+        self.entries.append(("d", name, child))
+        self.files += child.files
+        self.submodules += child.submodules
         self.bytes += child.bytes
         self.directories += child.directories + 1
         self.height = max(self.height, child.height + 1)
         self.largest = max(self.largest, child.largest)
-        self.longest = max(self.longest, len(prefix.encode("utf-8")) + child.longest)
+        self.longest = max(self.longest, len(name.encode("utf-8")) + 1 + child.longest)
 
     @property
     def weight(self) -> int:
-        return len(self.files) + len(self.submodules) + 1
+        # Everything below it: a summary keeps its children alive whatever the memo
+        # evicts, so counting them whole keeps the memo's memory bounded.
+        return self.files + self.submodules + self.directories + 1
+
+
+def _flatten(top: _Subtree) -> tuple[list[tuple[str, bytes]], list[int], list[str]]:
+    """The files (paths from the top, shas), their sizes and the submodules' paths."""
+    files: list[tuple[str, bytes]] = []
+    sizes: list[int] = []
+    submodules: list[str] = []
+    stack = [("", iter(top.entries))]  # iterative: depth is bounded, but never trusted
+    while stack:
+        prefix, entries = stack[-1]
+        entry = next(entries, None)
+        if entry is None:
+            stack.pop()
+        elif entry[0] == "f":
+            files.append((prefix + entry[1], entry[2]))
+            sizes.append(entry[3])
+        elif entry[0] == "d":
+            stack.append((f"{prefix}{entry[1]}/", iter(entry[2].entries)))
+        else:
+            submodules.append(prefix + entry[1])
+    return files, sizes, submodules
 
 
 # Summaries of checked directories, keyed by (object store, tree sha); bounded by the
-# files they list in all, so a few hundred thousand paths at most.
+# entries below them, so a few hundred thousand names at most.
 _SUBTREES: LRUCache[tuple[object, bytes], _Subtree] = LRUCache(
     maxsize=200_000, getsizeof=lambda s: s.weight
 )
@@ -655,11 +684,11 @@ class _Totals:
             and len(path.encode("utf-8")) + 1 + known.longest <= _MAX_PATH_BYTES
             and known.largest <= limits.max_file_bytes
             and self.directories + known.directories <= limits.max_files
-            and self.files + len(known.files) <= limits.max_files
+            and self.files + known.files <= limits.max_files
             and self.bytes + known.bytes <= limits.max_bytes
         )
         if fits:
-            self.files += len(known.files)
+            self.files += known.files
             self.directories += known.directories
             self.bytes += known.bytes
         return fits
@@ -708,7 +737,7 @@ def _walk(
         name = path[len(frame.parent) :]
         mode = entry.mode
         if mode & 0o170000 == _S_IFGITLINK:
-            frame.summary.submodules.append(name)
+            frame.summary.add_submodule(name)
         elif stat.S_ISLNK(mode):
             raise DeployRejected(
                 f"symlink {path!r} is not allowed: sites are published as regular files only"
@@ -732,8 +761,9 @@ def _walk(
             frame.summary.add_file(name, entry.sha, size)
         else:
             raise DeployRejected(f"{path!r} has an unsupported file mode {mode:o}")
-    plan.files += top_summary.files
-    plan.sizes += top_summary.sizes
+    files, sizes, submodules = _flatten(top_summary)
+    plan.files += files
+    plan.sizes += sizes
     plan.planned_bytes += top_summary.bytes
-    for path in top_summary.submodules:
+    for path in submodules:
         plan.notes.append(f"skipped submodule {path!r}: its files are not in this repository")

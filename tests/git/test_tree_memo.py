@@ -148,3 +148,23 @@ def test_remembering_never_changes_a_plan(commits):
     for sha, plan in zip(shas, remembered, strict=True):
         checkout._SUBTREES.clear()
         assert plain(plan_checkout(store, sha, LIMITS, whole_tree=True)) == plan
+
+
+def test_remembered_directories_hold_names_not_paths():
+    # A deep tree of long names: were each summary to keep its files' paths, the memo
+    # would hold every path once per level above it (quadratic in the depth).
+    store = MemoryRepo().object_store
+    spec: dict = {f"f{i}.html": "x" for i in range(50)}
+    for level in range(30):
+        spec = {f"{level:02d}" + "d" * 120: spec}
+    limits = Limits(max_files=1000, max_bytes=10_000_000, max_depth=32)
+    plan = plan_checkout(store, build_commit(store, spec), limits)
+
+    held = sum(
+        len(entry[1]) for summary in checkout._SUBTREES.values() for entry in summary.entries
+    )
+    # The 29 directory names under the outermost one, and the 50 file names.
+    names = 29 * 122 + sum(len(f"f{i}.html") for i in range(50))
+    assert len(checkout._SUBTREES) == 30  # every directory below the top
+    assert held == names  # each name once, whatever its depth
+    assert len(plan.files) == 50 and len(plan.files[0][0]) > 30 * 122
