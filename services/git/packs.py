@@ -240,27 +240,22 @@ def stream_blob(store, sha: bytes, step: int = 1 << 20):
     ``store[sha].data`` holds a blob twice over (inflated chunks, then joined) beside
     its mmapped pack pages: three times a 100 MiB file. Reading the pack file at the
     object's offset keeps one step in memory. Deltified or loose objects return None
-    (the caller loads those whole; they are bounded by ``max_object_bytes``).
+    (the caller loads those whole; they are bounded by ``max_object_bytes``). Each
+    stream reads its own open file, closed as its chunks end (``BlobReader`` shares one
+    between many blobs read in turn).
     """
-    for pack in getattr(store, "packs", ()):
-        try:
-            offset = pack.index.object_offset(sha)
-        except KeyError:
-            continue
-        with open(pack._data_path, "rb") as f:
-            f.seek(offset)
-            type_num, size = _decode_object_header(take_msb_bytes(f.read)[0])
-        if type_num != 3:
-            return None
-        return size, _inflate_at(pack._data_path, offset, size, step)
-    return None
+    reader = BlobReader(store, step)
+    streamed = reader.stream(sha)
+    if streamed is None:
+        reader.close()
+        return None
+    size, chunks = streamed
+    return size, _closing(chunks, reader)
 
 
-def _inflate_at(path: str, offset: int, size: int, step: int):
-    with open(path, "rb") as f:
-        f.seek(offset)
-        take_msb_bytes(f.read)
-        yield from _inflate_from(f, size, step)
+def _closing(chunks, reader: BlobReader):
+    with reader:
+        yield from chunks
 
 
 def _inflate_from(f, size: int, step: int):
@@ -293,6 +288,10 @@ class _PackFiles:
         return self
 
     def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the pack files opened so far."""
         for f in self._files.values():
             f.close()
         self._files.clear()
@@ -307,10 +306,10 @@ class _PackFiles:
 class BlobReader(_PackFiles):
     """``stream_blob`` for many blobs of one store, one after another.
 
-    The packs are listed once and each pack file is opened once, where ``stream_blob``
-    lists the pack directory and opens the pack twice per blob: a checkout of a
-    thousand files did that a thousand times. Streams share the open files, so each
-    must be read to its end (or dropped) before the next is asked for.
+    The packs are listed once and each pack file is opened once: a checkout of a
+    thousand files once listed the pack directory and opened the pack twice for each.
+    Streams share the open files, so each must be read to its end (or dropped) before
+    the next is asked for.
     """
 
     def __init__(self, store, step: int = 1 << 20):
