@@ -7,17 +7,13 @@ import os
 import stat
 from pathlib import Path
 
-from dulwich.repo import MemoryRepo
-from git_kit import build_commit
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_spare_checkout import trees
+from test_spare_checkout import LIMITS, spare_of, trees
 from test_steps import Env
 
 from services.cdn import local
-from services.git.checkout import Limits, link_spare, write_checkout
-
-LIMITS = Limits(max_files=1000, max_bytes=10_000_000)
+from services.git.checkout import write_checkout
 
 
 def scanned(root: Path) -> tuple[int, int, set[str], set[int]]:
@@ -46,11 +42,7 @@ def prefixes(plan) -> list[str]:
 @given(before=trees, after=trees, data=st.data())
 def test_the_listing_is_what_a_scan_of_the_checkout_finds(tmp_path_factory, before, after, data):
     tmp = tmp_path_factory.mktemp("listing")
-    store = MemoryRepo().object_store
-    first, second = build_commit(store, before), build_commit(store, after)
-    cache = tmp / "cache"
-    old = write_checkout(store, first, LIMITS, tmp / "old", cache=cache)
-    spare = link_spare(old.files, cache, tmp / "spare")
+    store, second, cache, spare = spare_of(tmp, before, after)
     # Both ways a checkout is written: in full, and from the last one's spare.
     for plan, root in (
         (write_checkout(store, second, LIMITS, tmp / "full"), tmp / "full"),

@@ -34,6 +34,16 @@ def listing(root: Path) -> dict[str, bytes | None]:
     return found
 
 
+def spare_of(tmp: Path, before: dict, after: dict):
+    """Commits of ``before`` then ``after``; ``before`` checked out into ``tmp/old`` with
+    a cache, and its spare linked: ``(store, after's sha, cache, spare)``."""
+    store = MemoryRepo().object_store
+    first, second = build_commit(store, before), build_commit(store, after)
+    cache = tmp / "cache"
+    old = write_checkout(store, first, LIMITS, tmp / "old", cache=cache)
+    return store, second, cache, link_spare(old.files, cache, tmp / "spare")
+
+
 names = st.sampled_from(["a", "b", "c", "index.html"])
 trees = st.recursive(
     st.sampled_from([b"one", b"two", b"three"]),
@@ -48,11 +58,7 @@ trees = st.recursive(
 @given(before=trees, after=trees)
 def test_a_checkout_from_a_spare_is_exactly_a_full_checkout(tmp_path_factory, before, after):
     tmp = tmp_path_factory.mktemp("spare")
-    store = MemoryRepo().object_store
-    first, second = build_commit(store, before), build_commit(store, after)
-    cache = tmp / "cache"
-    old = write_checkout(store, first, LIMITS, tmp / "old", cache=cache)
-    spare = link_spare(old.files, cache, tmp / "spare")
+    store, second, cache, spare = spare_of(tmp, before, after)
     assert listing(spare.path) == listing(tmp / "old")
 
     updated = write_checkout(store, second, LIMITS, tmp / "new", cache=cache, spare=spare)
