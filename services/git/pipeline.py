@@ -146,7 +146,11 @@ class Pipeline:
             _remove(Path(entry.path))
 
     def run(self, job: DeployJob) -> str:
-        """Run every step; return the outcome ("live", "failed", "superseded")."""
+        """Run every step; return the outcome ("live", "failed", "superseded").
+
+        The deploy's log closes (ending the pusher's output) as soon as the outcome is
+        recorded, before the steps' ``finish`` housekeeping runs.
+        """
         started = self._clock()
         self._work_root.mkdir(parents=True, exist_ok=True)
         job.workdir = Path(tempfile.mkdtemp(prefix=f".work-{job.site_id}-", dir=self._work_root))
@@ -183,11 +187,17 @@ class Pipeline:
             log.exception("deploy crashed", extra={"site_id": job.site_id})
             self._fail(job, StepFailed("internal", "internal error (see the server logs)"), started)
             return "failed"
+        else:
+            self._metrics.deploys.labels("live", "none").inc()
+            self._metrics.deploy_duration.observe(self._clock() - started)
         finally:
+            # The record is final, so the pusher's output ends here; the tidying after
+            # it (the working directory, each step's ``finish``) keeps the site's lock
+            # (``DeployQueue``): the site's next deploy waits for it, no pusher does.
+            job.log.close()
+            job.finished()
             _remove(job.workdir)
             self._after(job)
-        self._metrics.deploys.labels("live", "none").inc()
-        self._metrics.deploy_duration.observe(self._clock() - started)
         return "live"
 
     def refuse(self, job: DeployJob, exc: StepFailed) -> None:
@@ -208,7 +218,7 @@ class Pipeline:
         self._update(job, changes, wait=True)
 
     def _after(self, job: DeployJob) -> None:
-        # Housekeeping off the deploy's critical path (e.g. the checkout cache's GC).
+        # Housekeeping after the outcome (e.g. the checkout cache's flush, spare and GC).
         for step in self.steps:
             finish = getattr(step, "finish", None)
             if finish is None:

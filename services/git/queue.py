@@ -40,7 +40,7 @@ class DeployQueue:
         self._lock = threading.Lock()
 
     def submit(self, job: DeployJob) -> Future:
-        """Queue a deploy; its log closes when it is done, whatever the outcome.
+        """Queue a deploy; its log closes once the outcome is recorded, whatever it is.
 
         Raises:
             RuntimeError: the process is stopping and takes no new deploys.
@@ -57,7 +57,7 @@ class DeployQueue:
         except LockTimeout as exc:
             self._pipeline.refuse(job, StepFailed("internal", str(exc)))
             return "failed"
-        finally:
+        finally:  # the pipeline ends both after its record; a deploy that never ran here
             job.log.close()
             job.finished()
 

@@ -206,6 +206,47 @@ def test_the_queue_runs_one_deploy_per_site_at_a_time_and_closes_each_log(tmp_pa
         queue.submit(_job())
 
 
+class TidiedStep(Step):
+    """A step whose ``finish`` (housekeeping after the outcome) waits to be let go."""
+
+    def __init__(self, name, action=None):
+        super().__init__(name, action)
+        self.tidying, self.release, self.tidied = threading.Event(), threading.Event(), []
+
+    def finish(self, job):
+        self.tidying.set()
+        assert self.release.wait(10)
+        self.tidied.append(job.deploy_id)
+
+
+def test_the_pushers_output_ends_at_the_outcome_and_tidying_keeps_the_site_lock(tmp_path, metrics):
+    started = []
+    step = TidiedStep("build", lambda job: started.append(job.deploy_id))
+    pipeline = _pipeline([step], FakeApi(), metrics, tmp_path)
+    queue = DeployQueue(pipeline, SiteLocks(tmp_path / "locks"), workers=2)
+    first, second = _job(), _job()
+    second.deploy = {**second.deploy, "id": "d2"}
+    left = []
+    first.finished = lambda: left.append("d1")
+    one = queue.submit(first)
+    assert step.tidying.wait(10)
+    # The outcome is recorded and the log closed while ``finish`` still runs: a follower
+    # (the pusher's connection) ends now, and the in-flight entry is gone.
+    followed = []
+    follower = threading.Thread(target=lambda: followed.extend(first.log.follow(poll=0.05)))
+    follower.start()
+    follower.join(5)
+    assert not follower.is_alive() and followed == first.log.lines
+    assert left == ["d1"] and not one.done()
+    two = queue.submit(second)
+    time.sleep(0.3)
+    assert started == ["d1"]  # the site's next deploy waits for the tidying
+    step.release.set()
+    assert one.result(10) == two.result(10) == "live"
+    assert started == ["d1", "d2"] and step.tidied == ["d1", "d2"]
+    queue.stop(5)
+
+
 def test_actions_run_in_order_after_the_lines_written_before_them():
     events = []
     log = DeployLog(ship=lambda lines: events.append(("ship", list(lines))), batch_seconds=5.0)
