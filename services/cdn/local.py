@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import logging
 import os
 import secrets
@@ -37,7 +38,7 @@ from .base import (
     check_relative_path,
 )
 
-__all__ = ["LocalCDN", "remove_tree"]
+__all__ = ["LocalCDN", "flush_all", "remove_tree"]
 
 log = logging.getLogger(__name__)
 
@@ -273,7 +274,7 @@ class LocalCDN(CDNBackend, ReleaseBackend):
             # Renamed first, flushed after, all in one round: nothing names the release
             # until ``activate`` switches a link to it, which comes after this flush.
             try:
-                _flush_all(
+                flush_all(
                     [_under(final, f) for f in fresh],
                     [*(_under(final, d) for d in directories), os.fspath(final.parent)],
                 )
@@ -528,22 +529,30 @@ _FSYNC_EACH = 64  # more fresh files than this: one sync(2) beats an fsync each
 _FLUSHERS = ThreadPoolExecutor(max_workers=8, thread_name_prefix="fsync")
 
 
-def _flush_all(files: Sequence[str], directories: Sequence[str]) -> None:
+def flush_all(
+    files: Sequence[str], directories: Sequence[str] = (), missing_ok: bool = False
+) -> None:
     """Flush files and directories to disk, all at once.
 
     Each fsync waits for the file system's journal commit; issued together they share
-    the commit instead of waiting for one each, in turn.
+    the commit instead of waiting for one each, in turn. ``missing_ok``: a file removed
+    since has nothing left to keep.
     """
     if len(files) > _FSYNC_EACH:
         os.sync()
         files = ()
-    paths = [*files, *directories]
-    for done in _FLUSHERS.map(_fsync_path, paths):
+    flush = functools.partial(_fsync_path, missing_ok=missing_ok)
+    for done in _FLUSHERS.map(flush, [*files, *directories]):
         del done  # map re-raises the first failure here
 
 
-def _fsync_path(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+def _fsync_path(path: str, missing_ok: bool = False) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        if missing_ok:
+            return
+        raise
     try:
         os.fsync(fd)
     finally:

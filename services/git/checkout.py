@@ -36,7 +36,6 @@ __all__ = [
     "Plan",
     "Spare",
     "StreamedFile",
-    "flush_files",
     "format_bytes",
     "forget_unlinked",
     "iter_files",
@@ -237,7 +236,7 @@ def write_checkout(
             that differ from its own are removed, linked or written.
 
     The files written (``plan.written``) are not flushed to disk: whoever makes a
-    release of them does (``LocalCDN.stage``'s ``fresh``), or ``flush_files``.
+    release of them does (``LocalCDN.stage``'s ``fresh``), or ``Checkout.finish``.
 
     Raises:
         DeployRejected: as ``plan_checkout`` and ``iter_files``.
@@ -347,25 +346,6 @@ def _fresh(plan: Plan) -> Plan:
         notes=list(plan.notes),
         config=plan.config,
     )
-
-
-_FSYNC_EACH = 64  # more new files than this: one sync(2) is cheaper than an fsync each
-
-
-def flush_files(paths: list[str]) -> None:
-    """Flush files to disk (one ``sync`` when there are many)."""
-    if len(paths) > _FSYNC_EACH:
-        os.sync()
-        return
-    for path in paths:
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        except FileNotFoundError:
-            continue  # removed since: nothing to keep
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 def _linked(cached: str, target: str) -> bool:

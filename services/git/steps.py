@@ -16,7 +16,7 @@ from typing import Protocol
 from cachetools import LRUCache
 
 from services.cdn.base import PublishError, ReleaseBackend
-from services.cdn.local import remove_tree
+from services.cdn.local import flush_all, remove_tree
 from services.core.metrics import GitMetrics
 
 from .checkout import (
@@ -24,7 +24,6 @@ from .checkout import (
     Limits,
     Plan,
     Spare,
-    flush_files,
     forget_unlinked,
     format_bytes,
     link_spare,
@@ -136,7 +135,9 @@ class Checkout:
         cache = self._cache(job)
         if cache is None:
             return
-        flush_files([os.fspath(cache / sha.decode("ascii")) for _path, sha in job.fresh])
+        flush_all(
+            [os.fspath(cache / sha.decode("ascii")) for _path, sha in job.fresh], missing_ok=True
+        )
         job.fresh = []
         if files is not None:  # before the GC: the spare's links keep its entries
             self._keep_spare(job.site_id, files, cache)

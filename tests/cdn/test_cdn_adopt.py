@@ -90,7 +90,7 @@ def test_an_adopted_release_is_flushed_in_one_round_after_its_rename(tmp_path, m
     for d in (src / "a", src / "a/b"):
         d.chmod(0o700)
     rounds = []
-    monkeypatch.setattr(local, "_flush_all", lambda files, dirs: rounds.append((files, dirs)))
+    monkeypatch.setattr(local, "flush_all", lambda files, dirs: rounds.append((files, dirs)))
     listing = Listing(file_count=3, bytes=8, directories=("a", "a/b")) if listed else None
 
     result = cdn.stage(SITE, "00000001-x", src, adopt=True, fresh=["a/b/c.css"], listing=listing)
@@ -114,7 +114,7 @@ def test_a_release_whose_flush_fails_is_not_left_behind(tmp_path, monkeypatch):
     def full_disk(files, dirs):
         raise OSError(errno.EIO, "I/O error")
 
-    monkeypatch.setattr(local, "_flush_all", full_disk)
+    monkeypatch.setattr(local, "flush_all", full_disk)
     with pytest.raises(PublishError, match="could not store the release"):
         cdn.stage(SITE, "00000001-x", src, adopt=True, fresh=["index.html"])
     assert cdn.releases(SITE) == []

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from services.cdn import CDNBackend, LocalCDN, PublishError, PublishResult, SourceFile
+from services.cdn.local import flush_all
 
 SITE = "0123456789abcdef"
 
@@ -402,3 +403,13 @@ def test_release_backend_stage_activate_prune(cdn, tmp_path):
         cdn.activate(SITE, ["blog.localhost"], "00000002-d")
     cdn.remove_hostnames(SITE, ["blog.localhost"])
     assert cdn.live_release("blog.localhost") is None
+
+
+def test_flush_all_flushes_what_exists_and_names_what_is_missing_unless_told(tmp_path):
+    present = tmp_path / "present"
+    present.write_bytes(b"x")
+    gone = os.fspath(tmp_path / "gone")
+    flush_all([os.fspath(present)], [os.fspath(tmp_path)])
+    flush_all([os.fspath(present), gone], missing_ok=True)  # removed since: nothing to keep
+    with pytest.raises(FileNotFoundError):
+        flush_all([os.fspath(present), gone])
