@@ -11,11 +11,18 @@ import ipaddress
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-__all__ = ["IntakeConfig", "QueryConfig", "read_intake", "read_query"]
+__all__ = ["BATCH_ROWS", "IntakeConfig", "QueryConfig", "read_intake", "read_query"]
 
 Integer = Callable[[str, int, int, int], int]
 Number = Callable[[str, float, float, float], float]
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+# Rows per insert at most. Bigger batches make fewer parts for the engine to merge: at
+# 100,000 rather than 50,000 the embedded engine spent about a quarter less CPU storing
+# a million bench lines (2.5 s against 3.2-3.6 s, merges included), and ClickHouse's
+# own guidance for inserts is 10,000 to 100,000 rows. Memory: about 20 MB a batch.
+BATCH_ROWS = 100_000
 
 
 @dataclass(frozen=True)
@@ -23,7 +30,7 @@ class IntakeConfig:
     """The intake's knobs (README: "Analytics intake")."""
 
     syslog_host: str = "127.0.0.1"
-    batch_rows: int = 50_000  # rows per insert at most
+    batch_rows: int = BATCH_ROWS  # rows per insert at most
     flush_seconds: float = 1.0  # a batch waits at most this long (lines queryable within 5 s)
     idle_seconds: float = 120.0  # a syslog connection that sends nothing this long is closed
     max_connections: int = 512
@@ -80,7 +87,7 @@ def read_intake(
     return IntakeConfig(
         # The CDN's syslog port binds where the rooms do unless told otherwise.
         syslog_host=env.get("ECSTATIC_INTAKE_SYSLOG_HOST") or bind_host,
-        batch_rows=integer("ECSTATIC_INTAKE_BATCH_ROWS", 50_000, 1, 1_000_000),
+        batch_rows=integer("ECSTATIC_INTAKE_BATCH_ROWS", BATCH_ROWS, 1, 1_000_000),
         flush_seconds=number("ECSTATIC_INTAKE_FLUSH_SECONDS", 1.0, 0.05, 300),
         idle_seconds=number("ECSTATIC_INTAKE_IDLE_SECONDS", 120.0, 1.0, 86_400),
         max_connections=integer("ECSTATIC_INTAKE_MAX_CONNECTIONS", 512, 1, 100_000),

@@ -23,6 +23,7 @@ from collections.abc import Callable
 
 from tenacity import AsyncRetrying, retry_if_exception, wait_exponential_jitter
 
+from services.core.intake_config import BATCH_ROWS
 from services.core.metrics import IntakeMetrics
 
 from .spool import Batch, Spool
@@ -56,7 +57,7 @@ class Writer:
         spool: Spool,
         insert: Insert,
         metrics: IntakeMetrics,
-        batch_rows: int = 50_000,
+        batch_rows: int = BATCH_ROWS,
         flush_seconds: float = 1.0,
         memory_batches: int = 4,
         backoff: tuple[float, float] = (0.5, 30.0),
