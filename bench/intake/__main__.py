@@ -257,10 +257,10 @@ def text(result: dict) -> str:
         f"{'measurement':<44}{'seconds':>9}{'lines/s':>12}{'cpu s':>8}",
         f"{'intake: first byte -> every row stored *':<44}"
         f"{_fmt(_intake_seconds(intake), '9.2f')}"
-        f"{_fmt(rates['intake'], '12,.0f')}{intake['cpu_seconds']:8.1f}",
+        f"{_fmt(rates['intake'], '12,.0f')}{_fmt(intake.get('inserted_cpu_seconds'), '8.1f')}",
         f"{'  socket took every byte':<44}{_fmt(intake['sent_seconds'], '9.2f')}",
         f"{'  stats API confirmed every site':<44}{_fmt(intake['queryable_seconds'], '9.2f')}"
-        f"{_fmt(rates['intake_confirmed'], '12,.0f')}",
+        f"{_fmt(rates['intake_confirmed'], '12,.0f')}{intake['cpu_seconds']:8.1f}",
         f"{'  of which the confirming sweep':<44}{_fmt(intake['confirm_seconds'], '9.2f')}"
         f"   (untimed warm-up sweep: {_fmt(intake['warm_sweep_seconds'], '.2f')} s)",
         f"{'native: chDB INSERT..SELECT FROM file()':<44}{result['native']['seconds']:9.2f}"

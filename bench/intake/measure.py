@@ -23,6 +23,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -72,7 +73,8 @@ class IntakeRun:
     sweeps: int = 0
     counted: int = 0
     complete: bool = False
-    cpu_seconds: float = 0.0
+    cpu_seconds: float = 0.0  # the intake+query tree's, to the end of the confirming sweep
+    inserted_cpu_seconds: float | None = None  # the same, to when every row was stored
     stages: dict[str, float] = field(default_factory=dict)
     invalid: dict[str, float] = field(default_factory=dict)
     metrics_delta: dict[str, float] = field(default_factory=dict)
@@ -114,6 +116,7 @@ def _wait_inserted(
     started: float,
     sender: _Sender,
     deadline: float,
+    cpu_spent: Callable[[], float],
 ) -> None:
     rows0, invalid0 = _total(before, ROWS), _total(before, INVALID) or 0.0
     while time.perf_counter() < deadline and sender.error is None:
@@ -127,6 +130,7 @@ def _wait_inserted(
             run.progress.append([round(t, 3), rows - (rows0 or 0.0), invalid])
             if rows - (rows0 or 0.0) + invalid >= run.lines:
                 run.inserted_seconds = t
+                run.inserted_cpu_seconds = cpu_spent()
                 return
         if sender.is_alive():
             sender.join(SENDING_POLL_SECONDS)  # returns as soon as the last byte is sent
@@ -190,7 +194,15 @@ def run(
     sender = _Sender(sock, syslog, started)
     sender.start()
     try:
-        _wait_inserted(services, result, before, started, sender, deadline)
+        _wait_inserted(
+            services,
+            result,
+            before,
+            started,
+            sender,
+            deadline,
+            lambda: tree_cpu_seconds(process) - cpu_before,
+        )
 
         def invalid_now() -> float:
             return (_total(services.metrics(), INVALID) or 0.0) - (_total(before, INVALID) or 0.0)

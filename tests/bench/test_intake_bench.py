@@ -112,6 +112,8 @@ def test_small_run_makes_every_line_queryable_and_runs_both_baselines(tmp_path):
     assert set(result["ratios"]) == {"native", "goaccess"}
     for entry in result["ratios"].values():
         assert _positive(entry["ratio"]) and entry["met"] == (entry["ratio"] >= entry["goal"])
+    # CPU to the moment every row was stored, and to the end of the confirming sweep.
+    assert 0 < intake["inserted_cpu_seconds"] <= intake["cpu_seconds"]
     memory = intake["memory"]
     assert memory["peak_mib"] >= max(memory["start_mib"], memory["middle_mib"], memory["end_mib"])
     assert memory["samples"] >= 1 and memory["curve"]
