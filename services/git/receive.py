@@ -10,6 +10,8 @@ Three changes to ``ReceivePackHandler``, registered through
   only in the ref status, which git prints as ``! [remote rejected] main -> main (...)``;
 * an exception escaping the ``update`` hook refuses the ref (dulwich would let it
   propagate, and a hook that swallowed it would let the ref move);
+* no ref moves before the request's body is whole: dulwich reads it while it arrives
+  (``body.await_whole_body``);
 * pushes to one repository are serialized, and a ref update that still loses a race
   fails loudly (dulwich reports it as ``ok`` and runs post-receive for it);
 * holding that lock, a ref lock file left by a killed receiver is stale (every ref
@@ -29,6 +31,7 @@ from dulwich.errors import GitProtocolError
 from dulwich.protocol import CAPABILITY_SIDE_BAND_64K, SIDE_BAND_CHANNEL_PROGRESS
 from dulwich.server import ReceivePackHandler
 
+from .body import await_whole_body
 from .limits import IntakeLimits, IntakeRefused
 from .locks import SiteLocks
 from .middleware import CLIENT_ERRORS
@@ -143,6 +146,9 @@ class EchoingReceivePackHandler(ReceivePackHandler):
         except Exception:  # noqa: BLE001 - refuse: an unchecked ref must never move
             log.exception("update hook failed")
             error = _CHECK_FAILED
+        # The pack is in and checked; the body may still be arriving (a slow tail that
+        # is then cut): no ref moves before it is whole. Raises BodyAbandoned if never.
+        await_whole_body()
         if error:
             self._progress(
                 "error: "

@@ -200,3 +200,56 @@ def test_two_pushes_to_one_site_at_once_are_serialized(room, git, tmp_path):
     live = (room.live("race.localhost") / "index.html").read_text()
     assert live == f"version {winners[0]}"
     assert len(room.cdn.releases(site_id)) == 1
+
+
+def test_a_whole_pack_whose_body_then_stalls_moves_no_ref(git, tmp_path):
+    # dulwich reads the pack while the body arrives (BodyGuard's early start). Here the
+    # pack arrives whole and valid, but the declared body never does: the watchdog cuts
+    # it. The branch must not move and nothing may deploy, as when dulwich waited for
+    # the whole body before reading any of it.
+    import base64
+    import socket
+    import subprocess
+
+    # A fast minimum rate and a short grace: the stall is cut within about a second.
+    room = ThreadedRoom(tmp_path / "room", git_min_rate=1 << 20, git_body_grace_seconds=1)
+    try:
+        site_id, token = room.new_site("stall")
+        work = new_work(git, tmp_path / "w")
+        sha = commit(git, work, {"index.html": "never live", "big.bin": os.urandom(200_000)})
+        pack = subprocess.run(
+            ["git", "pack-objects", "--stdout", "--revs", "-q"],
+            input=f"{sha}\n".encode(),
+            cwd=work,
+            env=git.env,
+            capture_output=True,
+            check=True,
+        ).stdout
+        # The server reads bodies 64 KiB at a time: a body of whole 64 KiB blocks reaches
+        # the spool, and dulwich, entire, while the server waits for the rest. The
+        # agent capability pads the ref command to that length.
+        command = f"{'0' * 40} {sha} refs/heads/main\0 report-status side-band-64k agent=".encode()
+        pad = -(len(command) + 4 + 4 + len(pack)) % (64 << 10)
+        command += b"x" * pad
+        body = b"%04x" % (len(command) + 4) + command + b"0000" + pack
+        assert len(body) % (64 << 10) == 0 and len(command) + 4 <= 65520
+        auth = base64.b64encode(f"x:{token}".encode()).decode()
+        with socket.create_connection(("127.0.0.1", room.port), timeout=30) as sock:
+            sock.sendall(
+                (
+                    f"POST /git/{site_id}.git/git-receive-pack HTTP/1.1\r\nHost: x\r\n"
+                    f"Authorization: Basic {auth}\r\n"
+                    "Content-Type: application/x-git-receive-pack-request\r\n"
+                    f"Content-Length: {len(body) + 1000}\r\n\r\n"
+                ).encode()
+                + body
+            )
+            sock.recv(4096)  # the answer, once the watchdog has cut the body
+        path = f"/git/{site_id}.git/git-receive-pack"
+        # What the app answered (the stdlib server cannot send 408's Connection header).
+        assert ("POST", path, 408) in room.statuses
+        assert remote_main(git, room.url(site_id, token)) is None
+        assert room.deploys(token, site_id) == []
+        assert not room.live("stall.localhost").exists()
+    finally:
+        room.stop()
