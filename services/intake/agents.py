@@ -30,7 +30,7 @@ __all__ = ["Agent", "AgentParser"]
 log = logging.getLogger(__name__)
 
 # Real UAs stay well under this; parsing attacker-sized ones would only burn CPU.
-_PARSE_CHARS = 1024
+PARSE_CHARS = 1024
 _NAME_CHARS = 64
 
 
@@ -81,11 +81,17 @@ class AgentParser:
         info = self._lookup.cache_info()
         return info.hits + info.misses - self.misses
 
+    @property
+    def cached(self) -> Callable[[str], Agent]:
+        """``parse`` without its call, for user agents of at most ``PARSE_CHARS``
+        characters (the hot path's own check): the cache itself."""
+        return self._lookup
+
     def parse(self, user_agent: str) -> Agent:
         """The browser, OS, device and bot verdict of a user agent."""
         # Only the first characters are parsed, so only they key the cache: a client
         # sending huge distinct user agents cannot make the cache hold them whole.
-        return self._lookup(user_agent[:_PARSE_CHARS])
+        return self._lookup(user_agent[:PARSE_CHARS])
 
     def _recall(self, sample: str) -> Agent:
         with self._known_lock:
@@ -116,7 +122,7 @@ class AgentParser:
                 return 0  # other parser data: parse afresh
             with self._known_lock:
                 for sample, *fields in data["agents"][: self._known.maxsize]:
-                    self._known[str(sample)[:_PARSE_CHARS]] = Agent(*fields)
+                    self._known[str(sample)[:PARSE_CHARS]] = Agent(*fields)
         except FileNotFoundError:
             return 0
         except (OSError, ValueError, TypeError, KeyError):

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from services.core.schema import INGEST_COLUMNS
-from services.intake.agents import Agent
+from services.intake.agents import PARSE_CHARS, Agent
 from services.intake.model import InvalidLine, RetryLater
 from services.intake.recent import RecentIds
 from services.intake.rows import DAY_MS, RowMaker, encode, visitor_id
@@ -48,7 +48,25 @@ class Salts:
 
 
 class Agents:
+    """AgentParser's interface: ``parse`` truncates; ``cached`` is the cache itself."""
+
+    def __init__(self):
+        self.asked: list[tuple[str, int]] = []  # (which entry, length of the UA)
+
     def parse(self, user_agent: str) -> Agent:
+        self.asked.append(("parse", len(user_agent)))
+        return self._agent(user_agent[:PARSE_CHARS])
+
+    @property
+    def cached(self):
+        def lookup(user_agent: str) -> Agent:
+            self.asked.append(("cached", len(user_agent)))
+            return self._agent(user_agent)
+
+        return lookup
+
+    @staticmethod
+    def _agent(user_agent: str) -> Agent:
         bot = "bot" in user_agent.lower()
         return Agent("Firefox", "Linux", "desktop", bot, "crawler-list" if bot else "")
 
@@ -58,12 +76,14 @@ class Countries:
         return "NL" if ip.startswith("192.0.2.") else ""
 
 
-def maker(source="bunny", hosts=None, down=False, seen=None, countries=None) -> RowMaker:
+def maker(
+    source="bunny", hosts=None, down=False, seen=None, countries=None, agents=None
+) -> RowMaker:
     return RowMaker(
         source,
         Hosts(hosts or {"site.example": "s1"}, down),
         Salts(),
-        Agents(),
+        agents or Agents(),
         countries=countries,
         seen=seen,
         clock=lambda: NOW,
@@ -99,6 +119,15 @@ def test_a_bunny_record_becomes_an_ingest_row_without_its_ip():
     assert b"198.51.100" not in encode(result.rows)
 
 
+def test_only_user_agents_short_enough_to_key_the_cache_skip_its_truncating_parse():
+    agents = Agents()
+    long_agent = "Mozilla/5.0 " + "x" * PARSE_CHARS
+    rows = maker(agents=agents).make([bunny(), bunny(RequestId="b" * 32, UserAgent=long_agent)])
+    assert len(rows.rows) == 2
+    # A huge UA goes through parse, which keys the cache on its first characters only.
+    assert agents.asked == [("cached", 23), ("parse", len(long_agent))]
+
+
 def test_one_json_line_per_row_in_column_order():
     rows = maker().make([bunny(), bunny(RequestId="b" * 32)]).rows
     lines = encode(rows).splitlines()
@@ -131,7 +160,7 @@ def test_the_fast_path_agrees_with_the_lenient_parser(
     )  # fmt: skip
     one = maker()
     one.make([])  # sets the clock's window and the host map, as every call does
-    fast = one._bunny_fast(body)
+    fast = one._bunny_fast()(body)  # the hot path as this call of make built it
     slow = one._slow(body)
     assert fast is not None and fast == slow
 
