@@ -352,6 +352,19 @@ def commit(git, work: Path, files: dict, message="update", remove=()) -> str:
     return git("rev-parse", "HEAD", cwd=work).stdout.strip()
 
 
+def pack_of(git, work: Path, sha: str) -> bytes:
+    """A pack of everything reachable from ``sha``, made by the real git client."""
+    result = subprocess.run(
+        ["git", "pack-objects", "--stdout", "--revs", "-q"],
+        input=f"{sha}\n".encode(),
+        cwd=work,
+        env=git.env,
+        capture_output=True,
+        check=True,
+    )
+    return result.stdout
+
+
 def pkt(line: bytes) -> bytes:
     return b"%04x" % (len(line) + 4) + line
 

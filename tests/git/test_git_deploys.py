@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import base64
 import socket
-import subprocess
 import tempfile
 import threading
 import time
 from pathlib import Path
 
 import pytest
-from push_kit import ThreadedRoom, commit, make_git, new_work, pkt, post_pack
+from push_kit import ThreadedRoom, commit, make_git, new_work, pack_of, pkt, post_pack
 
 from services.cdn.local import remove_tree
 
@@ -140,19 +139,6 @@ def test_a_branch_deploys_to_its_preview_and_deleting_it_removes_the_preview(roo
 
 
 # -- streaming --------------------------------------------------------------------------
-
-
-def pack_of(git, work: Path, sha: str) -> bytes:
-    """A pack of everything reachable from ``sha``, made by the real git client."""
-    result = subprocess.run(
-        ["git", "pack-objects", "--stdout", "--revs", "-q"],
-        input=f"{sha}\n".encode(),
-        cwd=work,
-        env=git.env,
-        capture_output=True,
-        check=True,
-    )
-    return result.stdout
 
 
 def push_body(sha: str, pack: bytes, capabilities: str) -> bytes:

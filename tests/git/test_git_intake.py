@@ -4,7 +4,15 @@ import os
 import threading
 
 import pytest
-from push_kit import ThreadedRoom, bomb_body, commit, make_git, new_work, post_pack
+from push_kit import (
+    ThreadedRoom,
+    bomb_body,
+    commit,
+    make_git,
+    new_work,
+    pack_of,
+    post_pack,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -209,7 +217,6 @@ def test_a_whole_pack_whose_body_then_stalls_moves_no_ref(git, tmp_path):
     # the whole body before reading any of it.
     import base64
     import socket
-    import subprocess
 
     # A fast minimum rate and a short grace: the stall is cut within about a second.
     room = ThreadedRoom(tmp_path / "room", git_min_rate=1 << 20, git_body_grace_seconds=1)
@@ -217,14 +224,7 @@ def test_a_whole_pack_whose_body_then_stalls_moves_no_ref(git, tmp_path):
         site_id, token = room.new_site("stall")
         work = new_work(git, tmp_path / "w")
         sha = commit(git, work, {"index.html": "never live", "big.bin": os.urandom(200_000)})
-        pack = subprocess.run(
-            ["git", "pack-objects", "--stdout", "--revs", "-q"],
-            input=f"{sha}\n".encode(),
-            cwd=work,
-            env=git.env,
-            capture_output=True,
-            check=True,
-        ).stdout
+        pack = pack_of(git, work, sha)
         # The server reads bodies 64 KiB at a time: a body of whole 64 KiB blocks reaches
         # the spool, and dulwich, entire, while the server waits for the rest. The
         # agent capability pads the ref command to that length.
