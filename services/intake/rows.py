@@ -38,7 +38,6 @@ DAY_MS = 86_400_000
 MAX_AGE_MS = 400 * DAY_MS
 MAX_AHEAD_MS = DAY_MS
 _METHOD_CHARS = 16
-_BLANK_OR_DASH = frozenset(" \t\r\n\f\v-")
 
 
 class _Bunny(msgspec.Struct, gc=False):  # str and int fields: no cycles to track
@@ -229,13 +228,17 @@ class RowMaker:
             user_agent = record.UserAgent
             digest = hasher.copy()
             digest.update(f"{site}\0{record.RemoteIp}\0{user_agent}".encode())
-            agent = agents(user_agent) if len(user_agent) <= PARSE_CHARS else None
-            if agent is None:
-                agent = parse_agent(user_agent)
+            # Only a UA short enough to key the cache skips parse (which truncates).
+            agent = (
+                agents(user_agent) if len(user_agent) <= PARSE_CHARS else parse_agent(user_agent)
+            )
             method = record.Method
             country = record.Country
             referrer = record.Referer
-            if referrer and referrer[0] in _BLANK_OR_DASH and referrer.strip() in ("", "-"):
+            # strip() only where it can matter: a "-" or whitespace first (isspace is
+            # strip's own notion of whitespace, Unicode's included).
+            first = referrer[:1]
+            if first and (first == "-" or first.isspace()) and referrer.strip() in ("", "-"):
                 referrer = ""  # as parse's Bunny rules have it: "-" is no referrer
             return (
                 site,

@@ -128,6 +128,17 @@ def test_only_user_agents_short_enough_to_key_the_cache_skip_its_truncating_pars
     assert agents.asked == [("cached", 23), ("parse", len(long_agent))]
 
 
+def test_the_fast_path_reads_every_blank_or_dash_referrer_as_none():
+    # str.strip's whitespace is Unicode's: a no-break space before "-" is still no referrer.
+    one = maker()
+    one.make([])
+    for referrer in ("-", " - ", "\u00a0-", "\u2003", "\x1c", "-x", "x-", "a"):
+        body = bunny(Referer=referrer)
+        fast = one._bunny_fast()(body)
+        assert fast == one._slow(body), referrer
+    assert as_dict(one._bunny_fast()(bunny(Referer="\u00a0-")))["referrer"] == ""
+
+
 def test_one_json_line_per_row_in_column_order():
     rows = maker().make([bunny(), bunny(RequestId="b" * 32)]).rows
     lines = encode(rows).splitlines()
