@@ -38,6 +38,7 @@ POLL_SECONDS = 0.02  # once every byte is sent: the resolution of the reported t
 SENDING_POLL_SECONDS = 0.5  # while sending: progress samples only
 ROWS = "ecstatic_intake_rows_inserted_total"
 INVALID = "ecstatic_intake_lines_invalid_total"
+PARSED = "ecstatic_intake_lines_parsed_total"
 STAGES = "ecstatic_intake_stage_seconds_total"
 
 
@@ -78,6 +79,7 @@ class IntakeRun:
     stages: dict[str, float] = field(default_factory=dict)
     invalid: dict[str, float] = field(default_factory=dict)
     metrics_delta: dict[str, float] = field(default_factory=dict)
+    # [seconds, rows inserted, lines invalid, lines parsed] at each poll of /metrics
     progress: list[list[float]] = field(default_factory=list)
     memory: dict = field(default_factory=dict)
     error: str = ""
@@ -102,7 +104,7 @@ class _Sender(threading.Thread):
 
 _COUNTERS = (
     "ecstatic_intake_lines_received_total",
-    "ecstatic_intake_lines_parsed_total",
+    PARSED,
     ROWS,
     "ecstatic_intake_insert_failures_total",
     "ecstatic_intake_backpressure_seconds_total",
@@ -119,6 +121,7 @@ def _wait_inserted(
     cpu_spent: Callable[[], float],
 ) -> None:
     rows0, invalid0 = _total(before, ROWS), _total(before, INVALID) or 0.0
+    parsed0 = _total(before, PARSED) or 0.0
     while time.perf_counter() < deadline and sender.error is None:
         now = services.metrics()
         rows, invalid = _total(now, ROWS), (_total(now, INVALID) or 0.0) - invalid0
@@ -127,7 +130,8 @@ def _wait_inserted(
             if sender.seconds is not None or sender.error is not None:
                 return
         else:
-            run.progress.append([round(t, 3), rows - (rows0 or 0.0), invalid])
+            parsed = (_total(now, PARSED) or 0.0) - parsed0
+            run.progress.append([round(t, 3), rows - (rows0 or 0.0), invalid, parsed])
             if rows - (rows0 or 0.0) + invalid >= run.lines:
                 run.inserted_seconds = t
                 run.inserted_cpu_seconds = cpu_spent()

@@ -1,7 +1,10 @@
 """Batches from the spool into ClickHouse, in order, each under its deduplication token.
 
-A batch closes when it holds ``batch_rows`` rows or its first row has waited
-``flush_seconds``. Inserts run one at a time, oldest first; a failing storage (server
+A batch closes when it holds ``batch_rows`` rows, when its first row has waited
+``flush_seconds``, or, once it holds a tenth of ``batch_rows``, when the sources pause
+(no rows for ``PAUSE_SECONDS``): the end of a burst is stored at once instead of after
+the age, while a trickle still waits for the age, so it never makes one part per line.
+Inserts run one at a time, oldest first; a failing storage (server
 unreachable, 5xx, timeouts; a full or read-only volume on the embedded engine) is
 retried with capped exponential backoff for as long as it takes, while new rows keep
 going to the spool until its cap stops the sources. Only a batch ClickHouse refuses as
@@ -37,6 +40,10 @@ Insert = Callable[[bytes, str], None]  # (JSONCompactEachRow rows, dedup token)
 # ClickHouse error codes that mean "this data cannot be parsed into these columns".
 _DATA_ERRORS = frozenset((6, 26, 27, 38, 41, 53, 69, 70, 72, 117))
 _CODE = re.compile(r"Code: (\d+)")
+
+# No rows for this long and the sources have paused: a steady stream adds rows every
+# few milliseconds (one read of a socket or a file), so this is a gap, not a lull.
+PAUSE_SECONDS = 0.05
 
 
 def is_data_error(exc: BaseException) -> bool:
@@ -80,11 +87,14 @@ class Writer:
         self._deadline: float | None = None
         self._failing_since: float | None = None
         self._next_adopt = 0.0
+        self._pause_rows = max(1, batch_rows // 10)
+        self._last_added = 0.0
 
     # -- what producers call ---------------------------------------------------------
 
     def rows_added(self) -> None:
         """A producer appended rows: close the batch if it is full."""
+        self._last_added = self._clock()
         if self._spool.open_rows >= self._batch_rows:
             self._close_batch()
 
@@ -147,13 +157,16 @@ class Writer:
             )
 
     async def _wait_for_batch(self) -> None:
-        since = self._spool.open_since
-        if since is not None and self._clock() - since >= self._flush_seconds:
-            self._close_batch()
-            return
-        timeout = (
-            self._flush_seconds if since is None else self._flush_seconds - (self._clock() - since)
-        )
+        since, now = self._spool.open_since, self._clock()
+        if since is None:
+            timeout = self._flush_seconds
+        else:
+            timeout = self._flush_seconds - (now - since)
+            if self._spool.open_rows >= self._pause_rows:
+                timeout = min(timeout, PAUSE_SECONDS - (now - self._last_added))
+            if timeout <= 0:
+                self._close_batch()
+                return
         await _wait(self._wake, max(0.01, min(timeout, 0.5)))
         self._wake.clear()
 

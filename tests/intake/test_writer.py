@@ -240,3 +240,33 @@ def test_a_full_spool_pauses_the_source(tmp_path, metrics, sample):
 
     asyncio.run(run())
     assert sample("ecstatic_intake_backpressure_seconds_total") > 0.2
+
+
+def test_a_burst_is_stored_when_the_sources_pause_and_a_trickle_waits_for_the_age(
+    tmp_path, metrics
+):
+    inserted: list[int] = []
+
+    def insert(data: bytes, token: str) -> None:
+        inserted.append(data.count(b"\n"))
+
+    async def run():
+        spool = Spool(tmp_path, max_bytes=2**20)
+        spool.open()
+        # The age alone would hold either batch for a minute.
+        writer = Writer(spool, insert, metrics, batch_rows=1000, flush_seconds=60)
+        task = asyncio.create_task(writer.run())
+        # A trickle: under a tenth of a batch, its pause does not close it.
+        spool.append(b'["t"]\n' * 99, 99)
+        writer.rows_added()
+        await asyncio.sleep(0.5)
+        assert inserted == []
+        # The burst that follows: past a tenth, the pause after it closes the batch.
+        spool.append(b'["b"]\n' * 101, 101)
+        writer.rows_added()
+        await until(lambda: inserted, timeout=5)
+        writer.close(time.time() + 1)
+        await task
+
+    asyncio.run(run())
+    assert inserted == [200]
