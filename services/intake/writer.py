@@ -175,13 +175,13 @@ class Writer:
         if batch is None:
             return
         self._queue.append(batch)
-        in_memory = [b for b in self._queue if b._payload is not None]
+        in_memory = [b for b in self._queue if b.in_memory]
         for old in in_memory[: max(0, len(in_memory) - self._memory_batches)]:
             old.forget_payload()
         self._wake.set()
 
     async def _store(self, batch: Batch) -> None:
-        data = await asyncio.to_thread(batch.data)
+        data = await asyncio.to_thread(_durable_data, batch)
         dropped = await self._insert_parts(data, batch.token, batch.rows)
         self._failing_since = None
         self._spool.done(batch)
@@ -262,6 +262,11 @@ class Writer:
         self._metrics.buffered_rows.set(self.unstored_rows)
         oldest = self._queue[0].accepted if self._queue else spool.open_since
         self._metrics.oldest_unstored_age.set(0 if oldest is None else self._clock() - oldest)
+
+
+def _durable_data(batch: Batch) -> bytes:
+    batch.sync()  # before the insert, never after it
+    return batch.data()
 
 
 async def _wait(event: asyncio.Event, seconds: float) -> None:

@@ -270,3 +270,36 @@ def test_a_burst_is_stored_when_the_sources_pause_and_a_trickle_waits_for_the_ag
 
     asyncio.run(run())
     assert inserted == [200]
+
+
+def test_a_batch_is_on_disk_before_it_is_inserted_and_closing_it_does_not_wait_for_the_disk(
+    tmp_path, metrics, monkeypatch
+):
+    import services.intake.spool as spool_module
+
+    events: list[str] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        events.append("fsync")
+        real_fsync(fd)
+
+    monkeypatch.setattr(spool_module.os, "fsync", fsync)
+
+    def insert(data: bytes, token: str) -> None:
+        events.append("insert")
+
+    async def run():
+        spool = Spool(tmp_path, max_bytes=2**20)
+        spool.open()
+        writer = Writer(spool, insert, metrics, batch_rows=2, flush_seconds=60)
+        spool.append(b'["a"]\n["b"]\n', 2)
+        writer.rows_added()  # full: closes the batch on the caller's thread
+        assert events == []  # the loop never waits on fsync
+        task = asyncio.create_task(writer.run())
+        await until(lambda: "insert" in events, timeout=5)
+        writer.close(time.time() + 1)
+        await task
+
+    asyncio.run(run())
+    assert events.index("fsync") < events.index("insert")
