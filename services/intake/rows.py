@@ -25,9 +25,12 @@ from typing import Protocol
 
 import msgspec
 
+from services.core.schema import INGEST_COLUMNS
+
 from .agents import PARSE_CHARS, AgentParser
 from .model import InvalidLine, LogLine, RetryLater
 from .parse import clean_host, parse_bunny, parse_caddy
+from .recent import RecentIds
 
 __all__ = ["RowMaker", "Result", "encode", "visitor_id"]
 
@@ -38,6 +41,7 @@ DAY_MS = 86_400_000
 MAX_AGE_MS = 400 * DAY_MS
 MAX_AHEAD_MS = DAY_MS
 _METHOD_CHARS = 16
+_REQUEST_ID = INGEST_COLUMNS.index("request_id")
 
 
 class _Bunny(msgspec.Struct, gc=False):  # str and int fields: no cycles to track
@@ -117,7 +121,7 @@ class RowMaker:
         salts: Salts,
         agents: AgentParser,
         countries: Countries | None = None,
-        seen: Callable[[str], bool] | None = None,
+        recent: RecentIds | None = None,
         clock: Callable[[], float] = time.time,
     ):
         self._source = source
@@ -126,7 +130,7 @@ class RowMaker:
         self._agents = agents.parse
         self._agents_cached = agents.cached
         self._countries = countries
-        self._seen = seen
+        self._recent = recent  # duplicate request ids, checked per call over its rows
         self._clock = clock
         self._hashers: dict[int, object] = {}
         self._inline = False
@@ -188,6 +192,14 @@ class RowMaker:
                 invalid["enrich_error"] += 1
                 continue
             rows.append(row)
+        if self._recent is not None and rows:
+            # Only rows: a line held above (RetryLater) must not count as seen when it
+            # returns.
+            duplicates = self._recent.duplicates([row[_REQUEST_ID] for row in rows])
+            if duplicates:
+                for index in reversed(duplicates):
+                    del rows[index]
+                invalid["duplicate"] += len(duplicates)
         return result
 
     # -- Bunny's JSON record, the hot path ------------------------------------------
@@ -203,7 +215,6 @@ class RowMaker:
         low, high = self._window
         hosts, site_of = self._hosts, self._site
         hashers, hasher_of = self._hashers, self._hasher
-        seen = self._seen
         agents, parse_agent = self._agents_cached, self._agents
         countries = _COUNTRIES
 
@@ -220,11 +231,6 @@ class RowMaker:
                 return None  # out of range or odd: the slow path names the reason
             site = hosts.get(host) or site_of(host)
             hasher = hashers.get(ts // DAY_MS) or hasher_of(ts // DAY_MS)
-            # Only now: a line held above (RetryLater) must not count as seen when it
-            # returns.
-            request_id = record.RequestId
-            if seen is not None and request_id and seen(request_id):
-                raise InvalidLine("duplicate")
             user_agent = record.UserAgent
             digest = hasher.copy()
             digest.update(f"{site}\0{record.RemoteIp}\0{user_agent}".encode())
@@ -257,7 +263,7 @@ class RowMaker:
                 countries.get(country) or _country(country),
                 int.from_bytes(digest.digest(), "big"),
                 "bunny",
-                request_id,
+                record.RequestId,
                 bool(record.HeaderRange),
             )
 
@@ -274,9 +280,7 @@ class RowMaker:
             raise InvalidLine("stale_timestamp" if ts < self._window[0] else "future_timestamp")
         site = self._hosts.get(line.host) or self._site(line.host)
         if ts // DAY_MS not in self._hashers:
-            self._hasher(ts // DAY_MS)  # may wait (RetryLater): before the id is seen
-        if self._seen is not None and line.request_id and self._seen(line.request_id):
-            raise InvalidLine("duplicate")
+            self._hasher(ts // DAY_MS)  # may wait (RetryLater)
         return self._line_row(line, ts, site)
 
     @staticmethod

@@ -157,7 +157,7 @@ class IntakeService:
             return Ingest(source, maker, spool, writer, self._metrics, worker)
 
         countries = CountryLookup()  # for lines without a country (Caddy's)
-        bunny = ingest("bunny", seen=recent.seen, countries=countries)
+        bunny = ingest("bunny", recent=recent, countries=countries)
         caddy = ingest("caddy", countries=countries)
         follower = Follower(
             config.access_log,

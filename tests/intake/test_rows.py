@@ -77,7 +77,7 @@ class Countries:
 
 
 def maker(
-    source="bunny", hosts=None, down=False, seen=None, countries=None, agents=None
+    source="bunny", hosts=None, down=False, recent=None, countries=None, agents=None
 ) -> RowMaker:
     return RowMaker(
         source,
@@ -85,7 +85,7 @@ def maker(
         Salts(),
         agents or Agents(),
         countries=countries,
-        seen=seen,
+        recent=recent,
         clock=lambda: NOW,
     )
 
@@ -221,15 +221,25 @@ def test_each_refusal_is_counted_by_reason():
 
 
 def test_a_request_id_seen_before_is_a_duplicate():
-    one = maker(seen=RecentIds(10).seen)
+    one = maker(recent=RecentIds(10))
     result = one.make([bunny(), bunny(), bunny(RequestId="e" * 32)])
     assert len(result.rows) == 2 and result.invalid == {"duplicate": 1}
+    again = one.make([bunny(RequestId="f" * 32), bunny(RequestId="e" * 32)])
+    assert len(again.rows) == 1 and again.invalid == {"duplicate": 1}
+
+
+def test_the_fast_and_the_lenient_path_share_one_duplicate_check():
+    # The same request id as a JSON record (fast path) and as a pipe record (lenient).
+    one = maker(recent=RecentIds(10))
+    rid = "a" * 32
+    pipe = f"HIT|200|{NOW_MS - 1000}|12|1|192.0.2.1|-|https://site.example/|NL|curl/8|{rid}|NL"
+    result = one.make([bunny(RequestId=rid), pipe.encode(), bunny(RequestId=rid)])
+    assert len(result.rows) == 1 and result.invalid == {"duplicate": 2}
 
 
 def test_a_held_line_is_not_a_duplicate_when_it_comes_back():
-    seen = RecentIds(10).seen
     hosts = Hosts({"site.example": "s1"}, down=True)
-    one = RowMaker("bunny", hosts, Salts(), Agents(), seen=seen, clock=lambda: NOW)
+    one = RowMaker("bunny", hosts, Salts(), Agents(), recent=RecentIds(10), clock=lambda: NOW)
     body = bunny(Host="new.example", RequestId="9" * 32)
     assert one.make([body]).held == [body]
     hosts.hosts["new.example"] = "s2"
@@ -288,13 +298,13 @@ def test_hot_path_cost_is_reported_per_line_not_timed():
     # realistic chunk without per-line exceptions on the hot path.
     bodies = [bunny(RequestId=f"{i:032x}") for i in range(500)]
     started = time.process_time()
-    result = maker(seen=RecentIds().seen).make(bodies)
+    result = maker(recent=RecentIds()).make(bodies)
     assert len(result.rows) == 500 and time.process_time() >= started
 
 
 def test_recent_ids_remember_at_least_their_capacity_and_forget_beyond_twice_it():
     recent = RecentIds(100)
-    assert [recent.seen(str(n)) for n in range(250)] == [False] * 250
+    assert all(recent.duplicates([str(n)]) == [] for n in range(250))
     # The last 100 are always remembered; nothing older than the last 200 is.
-    assert all(recent.seen(str(n)) for n in range(150, 250))
-    assert not any(recent.seen(str(n)) for n in range(0, 50))
+    assert recent.duplicates([str(n) for n in range(150, 250)]) == list(range(100))
+    assert recent.duplicates([str(n) for n in range(0, 50)]) == []

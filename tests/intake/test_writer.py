@@ -75,7 +75,7 @@ def pipeline(tmp_path, storage, metrics, site, **writer_args):
     spool.open()
     writer = Writer(spool, storage.insert, metrics, backoff=(0.05, 0.2), **writer_args)
     maker = RowMaker("bunny", Hosts({f"{site}.example": site}), Salts(), Agents(),
-                     seen=RecentIds().seen)  # fmt: skip
+                     recent=RecentIds())  # fmt: skip
     ingest = Ingest("bunny", maker, spool, writer, metrics, ThreadPoolExecutor(1))
     return spool, writer, ingest
 
