@@ -24,7 +24,12 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-from tenacity import AsyncRetrying, retry_if_exception, wait_exponential_jitter
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception,
+    retry_if_exception_type,
+    wait_exponential_jitter,
+)
 
 from services.core.intake_config import BATCH_ROWS
 from services.core.metrics import IntakeMetrics
@@ -181,13 +186,31 @@ class Writer:
         self._wake.set()
 
     async def _store(self, batch: Batch) -> None:
-        data = await asyncio.to_thread(_durable_data, batch)
+        data = await self._load(batch)
         dropped = await self._insert_parts(data, batch.token, batch.rows)
         self._failing_since = None
         self._spool.done(batch)
         self._metrics.batch_rows.observe(batch.rows)
         self._metrics.rows_inserted.inc(batch.rows - dropped)
         self._metrics.last_insert.set_to_current_time()
+
+    async def _load(self, batch: Batch) -> bytes:
+        """The batch's rows, on disk first (fsync) and read back if need be; a disk that
+        fails (a full or failing volume) is retried with the inserts' backoff, never the
+        end of the writer."""
+        retrying = AsyncRetrying(
+            retry=retry_if_exception_type(OSError),
+            wait=wait_exponential_jitter(multiplier=self._backoff[0], max=self._backoff[1]),
+            before_sleep=self._before_sleep,
+            sleep=self._sleep,
+            reraise=True,
+        )
+        async for attempt in retrying:
+            with attempt:
+                if self._deadline is not None and self._clock() >= self._deadline:
+                    raise _Stopping
+                data = await asyncio.to_thread(_durable_data, batch)
+        return data
 
     async def _insert_parts(self, data: bytes, token: str, rows: int) -> int:
         """Insert ``data``; returns how many rows ClickHouse refused as data (dropped)."""
@@ -240,7 +263,7 @@ class Writer:
     def _before_sleep(self, state) -> None:
         exc = state.outcome.exception() if state.outcome else None
         log.warning(
-            "insert failed, retrying",
+            "storing a batch failed, retrying",
             extra={"error": type(exc).__name__, "attempt": state.attempt_number},
         )
         if self._deadline is not None and self._clock() >= self._deadline:

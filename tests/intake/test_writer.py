@@ -303,3 +303,36 @@ def test_a_batch_is_on_disk_before_it_is_inserted_and_closing_it_does_not_wait_f
 
     asyncio.run(run())
     assert events.index("fsync") < events.index("insert")
+
+
+def test_a_disk_that_fails_the_batch_s_fsync_is_retried_not_the_end_of_the_writer(
+    tmp_path, metrics, monkeypatch
+):
+    from services.intake.spool import Batch
+
+    failures = [OSError(28, "No space left on device")] * 2
+    real_sync = Batch.sync
+
+    def sync(self) -> None:
+        if failures:
+            raise failures.pop()
+        real_sync(self)
+
+    monkeypatch.setattr(Batch, "sync", sync)
+    inserted: list[bytes] = []
+
+    async def run():
+        spool = Spool(tmp_path, max_bytes=2**20)
+        spool.open()
+        writer = Writer(spool, lambda data, token: inserted.append(data), metrics,
+                        batch_rows=2, backoff=(0.01, 0.02))  # fmt: skip
+        task = asyncio.create_task(writer.run())
+        spool.append(b'["a"]\n["b"]\n', 2)
+        writer.rows_added()
+        await until(lambda: inserted or task.done(), timeout=5)
+        assert not task.done(), task.exception()
+        writer.close(time.time() + 1)
+        await task
+
+    asyncio.run(run())
+    assert inserted == [b'["a"]\n["b"]\n'] and not failures
