@@ -176,6 +176,90 @@ def test_the_fast_path_agrees_with_the_lenient_parser(
     assert fast is not None and fast == slow
 
 
+# Field values the per-call column path must treat exactly as the per-line path does.
+# These it rewrites by the per-line path's rules, staying on the column path:
+_REWRITTEN = {
+    "Referer": st.sampled_from(["", "-", " - ", "\u00a0-", "\u2003", "-x", "https://a.example/"]),
+    "Method": st.sampled_from(["GET", "get", "", "POST", "x" * 40]),
+    "PathAndQuery": st.sampled_from(["/", "", "/a?b=c"]),
+    "Country": st.sampled_from(["DE", "de", "", "XXX", "1A"]),
+    "UserAgent": st.sampled_from(["Mozilla/5.0 Firefox/140", "bot", ""]),
+    "HeaderRange": st.sampled_from(["", "bytes=0-1"]),
+    "Host": st.sampled_from(["site.example", "other.example"]),
+}
+# and these send the whole call back line by line:
+_REFUSED = {
+    "Host": st.sampled_from(["", "Site.Example:443", "new.example"]),
+    "Status": st.sampled_from([99, 600]),
+    "Timestamp": st.sampled_from([NOW_MS - DAY_MS, NOW_MS - 500 * DAY_MS, NOW_MS + 3 * DAY_MS]),
+    "UserAgent": st.just("M" * (PARSE_CHARS + 1)),
+}
+
+
+def _records(fields: dict) -> st.SearchStrategy[bytes]:
+    # Request ids from a small range, so calls repeat some: duplicates are judged too.
+    return st.tuples(st.fixed_dictionaries({}, optional=fields), st.integers(0, 5)).map(
+        lambda drawn: bunny(**{"RequestId": f"{drawn[1]:032}", **drawn[0]})
+    )
+
+
+_REFUSED_BODY = st.one_of(
+    *(st.builds(lambda v, k=k: bunny(**{k: v}), values) for k, values in _REFUSED.items()),
+    st.sampled_from([b"not json", bunny(PathAndQuery="\ud800"), InvalidLine("too_long")]),
+)
+
+
+@st.composite
+def _calls(draw) -> list:
+    """A call of clean records with up to two refused bodies somewhere among them."""
+    bodies = draw(st.lists(_records(_REWRITTEN), max_size=10))
+    for refused in draw(st.lists(_REFUSED_BODY, max_size=2)):
+        bodies.insert(draw(st.integers(0, len(bodies))), refused)
+    return bodies
+
+
+_HOSTS = {"site.example": "s1", "other.example": "s2"}
+
+
+def _running_maker(per_line: bool = False) -> RowMaker:
+    one = maker(hosts=_HOSTS, recent=RecentIds(100), agents=Agents())
+    # Today's and yesterday's hashers ready, as on an intake that has been running.
+    one.make([bunny(RequestId="f" * 32)])
+    one.make([bunny(RequestId="e" * 32, Timestamp=NOW_MS - DAY_MS)])
+    if per_line:
+        one._bunny_columns = lambda bodies: None  # this instance judges line by line
+    return one
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_records(_REWRITTEN), min_size=1, max_size=12))
+def test_the_column_path_builds_the_rows_the_per_line_path_builds(bodies):
+    one = _running_maker()
+    rows = one._bunny_columns(bodies)
+    assert rows is not None and rows == [one._bunny_fast()(body) for body in bodies]
+
+
+@settings(max_examples=300, deadline=None)
+@given(_calls())
+def test_a_whole_call_gives_the_rows_and_verdicts_of_the_line_by_line_path(bodies):
+    whole, per_line = _running_maker(), _running_maker(per_line=True)
+    got, want = whole.make(bodies), per_line.make(bodies)
+    assert got.rows == want.rows
+    assert got.invalid == want.invalid and got.held == want.held and got.rest == want.rest
+    # The same user agents asked the same way: a huge one through the truncating parse.
+    assert whole._agents.__self__.asked == per_line._agents.__self__.asked
+
+
+def test_a_clean_call_takes_the_column_path_and_an_odd_one_falls_back_whole():
+    one = maker(hosts={"site.example": "s1"})
+    one.make([bunny()])
+    clean = [bunny(RequestId=f"{i:032}", Referer=r) for i, r in enumerate(["-", "", "x"])]
+    assert one._bunny_columns(clean) == [one._bunny_fast()(body) for body in clean]
+    assert one._bunny_columns(clean + [bunny(Host="new.example")]) is None
+    assert one._bunny_columns(clean + [b"not json"]) is None
+    assert one._bunny_columns(clean + [bunny(Timestamp=NOW_MS - DAY_MS)]) is None  # no hasher yet
+
+
 def test_records_the_fast_path_refuses_are_judged_by_the_parser():
     pipe = (
         f"HIT|200|{NOW_MS}|412|390|198.51.100.0|-|https://site.example/x.css?v=1|WA|"
