@@ -23,6 +23,7 @@ __all__ = [
     "parse_bunny",
     "parse_line",
     "clean_host",
+    "clean_referrer",
 ]
 
 MAX_LINE = 64 * 1024
@@ -171,7 +172,8 @@ def _country(value: str) -> str:
     return value if len(value) == 2 and value.isascii() and value.isalpha() else ""
 
 
-def _referrer(value: str) -> str:
+def clean_referrer(value: str) -> str:
+    """A CDN's referrer field: blank or "-" is no referrer."""
     return "" if value.strip() in ("", "-") else value
 
 
@@ -189,7 +191,7 @@ def _bunny_json(text: str) -> LogLine:
         path=path or "/",
         status=_status(_field(obj, "Status", (int, float))),
         bytes=_int(obj.get("BytesSent") or 0, 0, 2**63 - 1),
-        referrer=_referrer(_str(obj.get("Referer"))),
+        referrer=clean_referrer(_str(obj.get("Referer"))),
         user_agent=_str(obj.get("UserAgent")),
         remote_ip=_str(obj.get("RemoteIp")),
         country=_country(_str(obj.get("Country"))),
@@ -238,7 +240,7 @@ def _bunny_pipe(text: str) -> LogLine:
         path=path,
         status=_number(left[1], 100, 599),
         bytes=_number(left[3], 0, 2**63 - 1),
-        referrer=_referrer(left[6]),
+        referrer=clean_referrer(left[6]),
         user_agent=user_agent,
         remote_ip=left[5].strip(),
         country=_country(right[1]),

@@ -35,7 +35,7 @@ from services.core.schema import INGEST_COLUMNS
 
 from .agents import PARSE_CHARS, AgentParser
 from .model import InvalidLine, LogLine, RetryLater
-from .parse import clean_host, parse_bunny, parse_caddy
+from .parse import clean_host, clean_referrer, parse_bunny, parse_caddy
 from .recent import RecentIds
 
 __all__ = ["RowMaker", "Result", "encode", "visitor_id"]
@@ -177,12 +177,12 @@ class RowMaker:
             self._hashers.clear()
         self._window = (now_ms - MAX_AGE_MS, now_ms + MAX_AHEAD_MS)
         self._hosts = self._resolver.known()
-        fast = self._bunny_fast() if self._source == "bunny" else None
-        rows = self._bunny_columns(bodies) if fast is not None else None
+        bunny = self._source == "bunny"
+        rows = self._bunny_columns(bodies) if bunny else None
         if rows is not None:
             result.rows = rows
         else:
-            self._per_line(bodies, fast, result, stop_at_hold)
+            self._per_line(bodies, self._bunny_fast() if bunny else None, result, stop_at_hold)
         rows, invalid = result.rows, result.invalid
         if self._recent is not None and rows:
             # Only rows: a line held above (RetryLater) must not count as seen when it
@@ -259,16 +259,17 @@ class RowMaker:
         if None in sites or hasher is None:  # a host to look up, a day to salt
             return None
         count = len(records)
+        # Each rule is applied only to a column that needs it.
         methods = columns["Method"]
         if methods.count("GET") != count:
-            methods = [m if m == "GET" else (m.upper()[:_METHOD_CHARS] or "GET") for m in methods]
+            methods = list(map(_method, methods))
         paths = columns["PathAndQuery"]
         if "" in paths:
             paths = [path or "/" for path in paths]
         referrers = columns["Referer"]
         stripped = list(map(str.strip, referrers))
         if "-" in stripped or stripped.count("") != referrers.count(""):
-            referrers = ["" if s in ("", "-") else r for r, s in zip(referrers, stripped)]
+            referrers = list(map(clean_referrer, referrers))
         countries = list(map(_COUNTRIES.get, columns["Country"]))
         if None in countries:
             countries = [c or _country(raw) for c, raw in zip(countries, columns["Country"])]
@@ -324,23 +325,16 @@ class RowMaker:
             agent = (
                 agents(user_agent) if len(user_agent) <= PARSE_CHARS else parse_agent(user_agent)
             )
-            method = record.Method
             country = record.Country
-            referrer = record.Referer
-            # strip() only where it can matter: a "-" or whitespace first (isspace is
-            # strip's own notion of whitespace, Unicode's included).
-            first = referrer[:1]
-            if first and (first == "-" or first.isspace()) and referrer.strip() in ("", "-"):
-                referrer = ""  # as parse's Bunny rules have it: "-" is no referrer
             return (
                 site,
                 ts,
                 host,
-                "GET" if method == "GET" else (method.upper()[:_METHOD_CHARS] or "GET"),
+                _method(record.Method),
                 record.PathAndQuery or "/",
                 status,
                 size,
-                referrer,
+                clean_referrer(record.Referer),
                 agent.browser,
                 agent.os,
                 agent.device,
@@ -453,6 +447,11 @@ class RowMaker:
             self._hashers.clear()
         self._hashers[day] = hasher
         return hasher
+
+
+def _method(value: str) -> str:
+    """A record's method as the row holds it (Bunny's records carry none: GET)."""
+    return "GET" if value == "GET" else (value.upper()[:_METHOD_CHARS] or "GET")
 
 
 # ISO 3166-1 alpha-2 codes as Bunny sends them, mapped to themselves: one dict hit
